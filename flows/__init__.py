@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only, numeric logic lives in onnxforge."""

@@ -1,0 +1,47 @@
+"""The onnxforge pipeline: train -> export -> simplify -> quantize -> parity -> benchmark -> register."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from onnxforge.records import Registration, VariantBuild, built_artifacts, passing_artifacts
+from tasks.benchmark import benchmark_baseline, benchmark_provider
+from tasks.export import export
+from tasks.parity import validate_parity
+from tasks.prepare import close_run, open_run, validate_recipe
+from tasks.quantize import quantize
+from tasks.register import register
+from tasks.report import publish_summary
+from tasks.simplify import simplify
+from tasks.train import train
+
+DEFAULT_RECIPE = "configs/digits_cnn.yaml"
+
+
+@flow(name="onnx-pipeline")
+def onnx_pipeline(
+    recipe_path: str = DEFAULT_RECIPE, overrides: dict[str, str] | None = None
+) -> Registration:
+    """Run a recipe end to end; `overrides` are dotted keys, e.g. {"train.epochs": "5"}."""
+    recipe = validate_recipe(recipe_path, overrides)
+    context = open_run(recipe, recipe_path, str(flow_run.id))
+    try:
+        trained = train(recipe, context)
+        fp32 = export(recipe, trained, context)
+        simplified = simplify(recipe, fp32, context)
+        int8 = quantize(recipe, simplified.artifact or fp32, context)
+        builds = [VariantBuild(variant="fp32", artifact=fp32), simplified, int8]
+        artifacts = built_artifacts(builds)
+        parity = validate_parity(recipe, trained, artifacts, context)
+        passing = passing_artifacts(artifacts, parity)
+        bench = benchmark_baseline(recipe, trained, context)
+        for provider in recipe.benchmark.providers:
+            bench += benchmark_provider(recipe, passing, provider, context)
+        registration = register(recipe, trained, artifacts, parity, bench, context)
+        publish_summary(trained, builds, parity, bench, registration, context)
+    except BaseException:
+        close_run(context, "FAILED")
+        raise
+    close_run(context, "FINISHED")
+    return registration

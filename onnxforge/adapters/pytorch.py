@@ -1,0 +1,134 @@
+"""The PyTorch adapter: build, fit, predict, checkpoint and export with torch.onnx."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class PyTorchAdapter:
+    """Framework adapter for torch.nn.Module models."""
+
+    name = "pytorch"
+
+    def build(self, model_spec: Any, sample_shape: tuple[int, ...], num_classes: int) -> Any:
+        """A fresh model of the recipe's architecture, in eval mode."""
+        from onnxforge.adapters.torch_models import ARCHITECTURES
+
+        model = ARCHITECTURES[model_spec.architecture](
+            tuple(sample_shape), num_classes, **model_spec.kwargs
+        )
+        return model.eval()
+
+    def fit(self, model: Any, splits: Any, train_spec: Any, on_epoch: Callable[..., None]) -> None:
+        """Adam + cross-entropy, seeded shuffles; reports loss and accuracy per epoch."""
+        import torch
+
+        if train_spec.threads:
+            torch.set_num_threads(train_spec.threads)
+        generator = torch.Generator().manual_seed(train_spec.seed)
+        features = torch.from_numpy(splits.x_train)
+        labels = torch.from_numpy(splits.y_train)
+        optimizer = torch.optim.Adam(model.parameters(), lr=train_spec.learning_rate)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        for epoch in range(1, train_spec.epochs + 1):
+            model.train()
+            order = torch.randperm(len(features), generator=generator)
+            total_loss, correct = 0.0, 0
+            for start in range(0, len(order), train_spec.batch_size):
+                index = order[start : start + train_spec.batch_size]
+                optimizer.zero_grad()
+                logits = model(features[index])
+                loss = loss_fn(logits, labels[index])
+                loss.backward()
+                optimizer.step()
+                total_loss += loss.item() * len(index)
+                correct += int((logits.argmax(1) == labels[index]).sum())
+            model.eval()
+            val_logits = self.predict(model, splits.x_val)
+            on_epoch(
+                epoch,
+                {
+                    "loss": total_loss / len(order),
+                    "accuracy": correct / len(order),
+                    "val_accuracy": float((val_logits.argmax(1) == splits.y_val).mean()),
+                },
+            )
+
+    def predict(self, model: Any, features: np.ndarray) -> np.ndarray:
+        """Logits under inference mode."""
+        import torch
+
+        with torch.inference_mode():
+            return model(torch.from_numpy(np.ascontiguousarray(features))).numpy()
+
+    def save_checkpoint(self, model: Any, path: Path) -> None:
+        """Save the state_dict (weights only, no pickled code)."""
+        import torch
+
+        torch.save(model.state_dict(), path)
+
+    def load_checkpoint(self, model: Any, path: Path) -> None:
+        """Load a state_dict with weights_only=True; a shape or key mismatch raises."""
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+        model.eval()
+
+    def export(self, model: Any, example: np.ndarray, export_spec: Any, out_path: Path) -> str:
+        """torch.onnx.export with the preferred exporter, falling back to the other one."""
+        import torch
+
+        order = [export_spec.exporter]
+        if export_spec.fallback:
+            order.append("torchscript" if export_spec.exporter == "dynamo" else "dynamo")
+        errors = []
+        for exporter in order:
+            try:
+                self._export_with(exporter, model, torch.from_numpy(example), export_spec, out_path)
+                return f"torch.onnx.export[{exporter}] torch {torch.__version__}"
+            except Exception as error:  # noqa: BLE001 - every exporter error is a reason to fall back
+                errors.append(f"{exporter}: {type(error).__name__}: {str(error).splitlines()[0]}")
+        raise RuntimeError("; ".join(errors))
+
+    @staticmethod
+    def _export_with(exporter: str, model: Any, example: Any, spec: Any, out_path: Path) -> None:
+        import torch
+
+        names = {"input_names": ["input"], "output_names": ["logits"]}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if exporter == "dynamo":
+                dynamic = ({0: torch.export.Dim("batch")},) if spec.dynamic_batch else None
+                torch.onnx.export(
+                    model, (example,), str(out_path), dynamo=True, opset_version=spec.opset,
+                    dynamic_shapes=dynamic, external_data=False, verbose=False, **names,
+                )
+            else:
+                axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if spec.dynamic_batch else None
+                torch.onnx.export(
+                    model, (example,), str(out_path), dynamo=False, opset_version=spec.opset,
+                    dynamic_axes=axes, **names,
+                )
+
+    def latency_callable(self, model: Any, batch: np.ndarray, threads: int | None) -> Callable[[], Any]:
+        """One eager forward pass under inference mode, with the benchmark's thread count."""
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        tensor = torch.from_numpy(np.ascontiguousarray(batch))
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return model(tensor)
+
+        return run
+
+
+ADAPTER = PyTorchAdapter()

@@ -1,0 +1,52 @@
+"""PyTorch architectures that recipes can name (random init, no download)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    """Two 3x3 convolutions, a max-pool and two linear layers: enough for 8x8 digits."""
+
+    def __init__(self, sample_shape: tuple[int, ...], num_classes: int, channels: int = 16,
+                 hidden: int = 64) -> None:
+        super().__init__()
+        in_channels, height, width = sample_shape
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels * 2, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        flat = channels * 2 * (height // 2) * (width // 2)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class MLP(nn.Module):
+    """A plain multi-layer perceptron over flattened features."""
+
+    def __init__(self, sample_shape: tuple[int, ...], num_classes: int, hidden: int = 64,
+                 layers: int = 2) -> None:
+        super().__init__()
+        width = math.prod(sample_shape)
+        blocks: list[nn.Module] = [nn.Flatten()]
+        for _ in range(layers):
+            blocks += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        blocks.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"small_cnn": SmallCNN, "mlp": MLP}

@@ -1,0 +1,78 @@
+"""One loader for every stage: training, calibration, parity and accuracy read the same splits."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from onnxforge.errors import RecipeError
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Seeded, stratified train / validation / test arrays (features float32, labels int64)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        """Number of distinct labels across all splits."""
+        return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max()) + 1)
+
+    def fingerprint(self) -> str:
+        """sha256 over every array's bytes, in split order: the dataset hash on registered versions."""
+        digest = hashlib.sha256()
+        for array in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+
+def _load_sklearn(spec: Any) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn import datasets
+
+    bunch = getattr(datasets, f"load_{spec.name}")()
+    return bunch.data, bunch.target
+
+
+def _load_npz(spec: Any) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(spec.path, allow_pickle=False) as archive:
+        missing = [key for key in (spec.features, spec.labels) if key not in archive.files]
+        if missing:
+            raise RecipeError(
+                f"dataset.features/labels: {spec.path} has no array named {missing[0]!r} "
+                f"(it has {', '.join(archive.files)})"
+            )
+        return archive[spec.features], archive[spec.labels]
+
+
+LOADERS: dict[str, Callable[[Any], tuple[np.ndarray, np.ndarray]]] = {
+    "sklearn": _load_sklearn,
+    "npz": _load_npz,
+}
+
+
+def load_splits(spec: Any) -> Splits:
+    """Load the recipe's dataset and cut it into seeded, stratified splits."""
+    from sklearn.model_selection import train_test_split
+
+    features, labels = LOADERS[spec.source](spec)
+    features = np.asarray(features, dtype=np.float32) / np.float32(spec.scale)
+    if spec.sample_shape:
+        features = features.reshape((len(features), *spec.sample_shape))
+    labels = np.asarray(labels, dtype=np.int64)
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        features, labels, test_size=spec.test_fraction, random_state=spec.seed, stratify=labels
+    )
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=spec.val_fraction, random_state=spec.seed, stratify=y_rest
+    )
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test)

@@ -1,0 +1,13 @@
+"""Errors users see: each names where the problem is and what was expected."""
+
+
+class RecipeError(ValueError):
+    """Bad input, found before any work starts: the message names the file and the field."""
+
+
+class StageError(RuntimeError):
+    """A stage failed mid-run: the message names the stage, the variant and the provider."""
+
+    def __init__(self, stage: str, reason: str, variant: str = "-", provider: str = "-") -> None:
+        self.stage, self.variant, self.provider, self.reason = stage, variant, provider, reason
+        super().__init__(f"stage {stage} failed (variant {variant}, provider {provider}): {reason}")

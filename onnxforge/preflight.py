@@ -1,0 +1,53 @@
+"""Checks that need the data or the model, run before any training: bad input fails fast."""
+
+from __future__ import annotations
+
+from onnxforge.adapters import get_adapter
+from onnxforge.datasets import load_splits
+from onnxforge.errors import RecipeError
+from onnxforge.recipe import Recipe, load_recipe
+
+
+def preflight(recipe: Recipe, source: str) -> None:
+    """Load the data, build the model, load its checkpoint and run two samples through it."""
+    try:
+        splits = load_splits(recipe.dataset)
+    except RecipeError as error:
+        raise RecipeError(f"{source}: {error}") from None
+    except ValueError as error:
+        raise RecipeError(f"{source}: dataset: {error}") from None
+    from onnxforge.training import fresh_model
+
+    shape = tuple(splits.x_train.shape[1:])
+    try:
+        model = fresh_model(recipe, splits)
+    except Exception as error:  # noqa: BLE001 - bad kwargs or a shape the architecture can't take
+        raise RecipeError(
+            f"{source}: model.kwargs / dataset.sample_shape: cannot build "
+            f"{recipe.model.architecture!r} with {recipe.model.kwargs} for samples of shape "
+            f"{shape}: {error}"
+        ) from None
+    adapter = get_adapter(recipe.model.framework)
+    if recipe.model.checkpoint is not None:
+        try:
+            adapter.load_checkpoint(model, recipe.model.checkpoint)
+        except Exception as error:  # noqa: BLE001 - any load failure is a recipe problem
+            first_line = str(error).strip().splitlines()[0]
+            raise RecipeError(
+                f"{source}: model.checkpoint: {recipe.model.checkpoint} does not fit "
+                f"architecture {recipe.model.architecture!r}: {first_line}"
+            ) from None
+    try:
+        adapter.predict(model, splits.x_train[:2])
+    except Exception as error:  # noqa: BLE001
+        raise RecipeError(
+            f"{source}: dataset.sample_shape: samples of shape {shape} "
+            f"do not fit architecture {recipe.model.architecture!r}: {str(error).splitlines()[0]}"
+        ) from None
+
+
+def load_and_check(path: str, overrides: dict[str, str] | None = None) -> Recipe:
+    """Schema check, then preflight: everything `onnxforge validate` promises."""
+    recipe = load_recipe(path, overrides)
+    preflight(recipe, path)
+    return recipe

@@ -1,0 +1,317 @@
+"""The recipe schema: one typed, strict description of every stage of a pipeline run.
+
+Unknown keys and wrong types are errors that name the file and the field; paths in a recipe
+are resolved against the recipe's own folder and must exist before any work starts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from onnxforge.errors import RecipeError
+from onnxforge.providers import PROVIDERS, provider_names
+from onnxforge.variants import VARIANTS, Tolerance
+
+SKLEARN_DATASETS = ("digits", "breast_cancer", "wine", "iris")
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+
+
+class Strict(BaseModel):
+    """Base for every recipe section: unknown keys refused, values immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _existing_file(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Resolve a recipe path against the recipe's folder and require that it exists."""
+    if value is None:
+        return None
+    base = Path((info.context or {}).get("base_dir", "."))
+    resolved = (base / value).resolve() if not value.is_absolute() else value
+    if not resolved.is_file():
+        raise ValueError(f"file not found: {resolved}")
+    return resolved
+
+
+class SplitSpec(Strict):
+    """How labelled data is cut into train / validation / test (stratified, seeded)."""
+
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    seed: int = 0
+
+
+class SklearnDataset(SplitSpec):
+    """A dataset that ships inside scikit-learn (no download)."""
+
+    source: Literal["sklearn"]
+    name: Literal[SKLEARN_DATASETS]  # type: ignore[valid-type]
+    sample_shape: list[Annotated[int, Field(ge=1)]] | None = None
+    scale: float = Field(1.0, gt=0)
+
+
+class NpzDataset(SplitSpec):
+    """A local .npz file with named feature and label arrays."""
+
+    source: Literal["npz"]
+    path: Path
+    features: str = "x"
+    labels: str = "y"
+    sample_shape: list[Annotated[int, Field(ge=1)]] | None = None
+    scale: float = Field(1.0, gt=0)
+
+    _path_exists = field_validator("path")(_existing_file)
+
+
+DatasetSpec = Annotated[SklearnDataset | NpzDataset, Field(discriminator="source")]
+
+
+class ModelSpec(Strict):
+    """Which framework and architecture to build, and an optional checkpoint to start from."""
+
+    framework: Literal["pytorch"] = "pytorch"
+    architecture: str
+    kwargs: dict[str, int | float | bool | str] = Field(default_factory=dict)
+    checkpoint: Path | None = None
+
+    _checkpoint_exists = field_validator("checkpoint")(_existing_file)
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, value: str) -> str:
+        from onnxforge.adapters import architecture_names
+
+        known = architecture_names()
+        if value not in known:
+            raise ValueError(f"expected one of {', '.join(known)}; got {value!r}")
+        return value
+
+
+class TrainSpec(Strict):
+    """Training loop settings; `enabled: false` uses the checkpoint as it is."""
+
+    enabled: bool = True
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)
+
+
+class ExportSpec(Strict):
+    """ONNX export: opset, preferred exporter (falls back to the other), dynamic batch axis."""
+
+    opset: int = Field(18, ge=13, le=23)
+    exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    fallback: bool = True
+    dynamic_batch: bool = True
+
+
+class SimplifySpec(Strict):
+    """onnxsim settings; a model over `max_bytes` goes on unsimplified."""
+
+    enabled: bool = True
+    check_n: int = Field(3, ge=0)
+    max_bytes: int = Field(2 * 1024**3 - 1, ge=1)
+
+
+class QuantizeSpec(Strict):
+    """Quantization of the simplified model (int8 dynamic for now)."""
+
+    enabled: bool = True
+    mode: Literal["int8-dynamic"] = "int8-dynamic"
+    weight_type: Literal["QInt8", "QUInt8"] = "QInt8"
+    per_channel: bool = False
+
+
+class ParitySpec(Strict):
+    """Parity contract: per-variant tolerance overrides and the accuracy-drop budget."""
+
+    tolerances: dict[str, Tolerance] = Field(default_factory=dict)
+    accuracy_drop_budget: float = Field(0.01, ge=0, le=1)
+
+    @field_validator("tolerances")
+    @classmethod
+    def _known_variants(cls, value: dict[str, Tolerance]) -> dict[str, Tolerance]:
+        unknown = sorted(set(value) - set(VARIANTS))
+        if unknown:
+            raise ValueError(f"unknown variant {unknown[0]!r}; expected one of {', '.join(VARIANTS)}")
+        return value
+
+
+def _known_provider(name: str) -> str:
+    if name not in PROVIDERS:
+        raise ValueError(f"expected one of {', '.join(provider_names())}; got {name!r}")
+    return name
+
+
+class BenchmarkSpec(Strict):
+    """Latency benchmark: providers, batch sizes, warm-up and timed iterations, threads."""
+
+    providers: list[Annotated[str, AfterValidator(_known_provider)]] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"], min_length=1
+    )
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 16])
+    warmup: int = Field(10, ge=0)
+    iterations: int = Field(50, ge=1)
+    intra_op_threads: int | None = Field(None, ge=1)
+    inter_op_threads: int = Field(1, ge=1)
+    baseline: bool = True
+
+
+class Objective(Strict):
+    """What 'best' means: lowest `metric` on `provider` at `batch_size`."""
+
+    metric: Literal["p50_ms", "p90_ms", "p99_ms", "size_bytes"] = "p50_ms"
+    provider: str = "CPUExecutionProvider"
+    batch_size: int = Field(1, ge=1)
+
+
+class RegisterSpec(Strict):
+    """The registered model, the selection objective and the champion's accuracy budget."""
+
+    enabled: bool = True
+    model_name: str = Field(pattern=MODEL_NAME_PATTERN)
+    objective: Objective = Field(default_factory=Objective)
+    champion_accuracy_budget: float = Field(0.005, ge=0, le=1)
+
+
+class MlflowSpec(Strict):
+    """Which MLflow experiment the run goes to."""
+
+    experiment: str = Field("onnxforge", min_length=1)
+
+
+class Recipe(Strict):
+    """A whole pipeline run, stage by stage."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    dataset: DatasetSpec
+    model: ModelSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
+    simplify: SimplifySpec = Field(default_factory=SimplifySpec)
+    quantize: QuantizeSpec = Field(default_factory=QuantizeSpec)
+    parity: ParitySpec = Field(default_factory=ParitySpec)
+    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
+    # 'register' would shadow BaseModel's ABC `register`; recipes still spell the section 'register'.
+    registry: RegisterSpec = Field(alias="register")
+    mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Recipe:
+        if not self.train.enabled and self.model.checkpoint is None:
+            raise ValueError("model.checkpoint: required when train.enabled is false")
+        objective = self.registry.objective
+        if objective.provider not in self.benchmark.providers:
+            raise ValueError(
+                f"register.objective.provider: {objective.provider!r} is not in benchmark.providers"
+            )
+        if objective.metric != "size_bytes" and objective.batch_size not in self.benchmark.batch_sizes:
+            raise ValueError(
+                f"register.objective.batch_size: {objective.batch_size} is not in "
+                f"benchmark.batch_sizes {self.benchmark.batch_sizes}"
+            )
+        return self
+
+    def tolerance(self, variant: str) -> Tolerance:
+        """The recipe's tolerance for a variant, or the variant's registered default."""
+        return self.parity.tolerances.get(variant, VARIANTS[variant].default_tolerance)
+
+    def flat_params(self) -> dict[str, str]:
+        """The recipe flattened to dotted keys, for MLflow params."""
+        return _flatten(self.model_dump(mode="json", by_alias=True))
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(value, dict):
+        flat: dict[str, str] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): str(value)}
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """Turn `key=value` strings (CLI `--set`) into a mapping; a pair without '=' is an error."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+            raise RecipeError(f"--set {pair!r}: expected key=value with a dotted key, e.g. train.epochs=5")
+        overrides[key] = value
+    return overrides
+
+
+def _apply_override(data: dict[str, Any], dotted: str, raw: str, source: str) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"{source}: --set {dotted}: {part!r} is not a section")
+        node = child
+    node[leaf] = yaml.safe_load(raw) if raw != "" else ""
+
+
+def load_recipe(path: str | Path, overrides: dict[str, str] | None = None) -> Recipe:
+    """Read, override and validate a recipe; any problem raises RecipeError naming file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: expected a mapping of sections at the top level")
+    for key, raw in (overrides or {}).items():
+        _apply_override(data, key, raw, str(path))
+    try:
+        return Recipe.model_validate(data, context={"base_dir": path.parent.resolve()})
+    except ValidationError as error:
+        raise RecipeError(describe_validation_error(path, error)) from None
+
+
+def describe_validation_error(path: Path, error: ValidationError) -> str:
+    """One line: file, dotted field, what was expected (and what was found)."""
+    first = error.errors()[0]
+    loc = [f"[{part}]" if isinstance(part, int) else str(part) for part in first["loc"] if part not in ("sklearn", "npz")]
+    field = ".".join(loc).replace(".[", "[") or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        hint = f"; expected one of {', '.join(allowed)}" if allowed else ""
+        return f"{path}: {field}: unknown key{hint}"
+    if first["type"] == "missing":
+        return f"{path}: {field}: required field is missing"
+    if first["type"] in ("value_error", "assertion_error") or "input" not in first:
+        return f"{path}: {field}: {message}"
+    return f"{path}: {field}: {message} (got {first['input']!r})"
+
+
+def _allowed_keys(parent_loc: list[str]) -> list[str]:
+    model: type[BaseModel] = Recipe
+    for part in parent_loc:
+        if part == "dataset":  # a union of sources: list what any source accepts
+            return sorted(set(SklearnDataset.model_fields) | set(NpzDataset.model_fields))
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None) if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

@@ -1,0 +1,153 @@
+"""Small frozen records passed between stages: paths, hashes and numbers, never models."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Record(BaseModel):
+    """Base for stage records: immutable, JSON-serialisable, safe to persist as Prefect results."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelArtifact(Record):
+    """One ONNX file and where it came from."""
+
+    path: str
+    sha256: str
+    variant: str
+    parent: str | None
+    producer: str  # the tool (and version) that wrote it
+    opset: int
+    size_bytes: int
+
+
+class VariantBuild(Record):
+    """The outcome of making one variant: its artifact, or why there is none."""
+
+    variant: str
+    artifact: ModelArtifact | None
+    reason: str = ""
+
+
+class TrainResult(Record):
+    """What training left behind."""
+
+    checkpoint: str
+    checkpoint_sha256: str
+    dataset_hash: str
+    epochs_run: int
+    val_accuracy: float | None
+    test_accuracy: float | None
+    seconds: float
+
+
+class ParityFailure(Record):
+    """One broken clause of the parity contract."""
+
+    kind: str  # output_missing | shape_mismatch | non_finite | tolerance_exceeded | top1_below_floor | accuracy_drop
+    message: str
+
+
+class ParityResult(Record):
+    """A variant measured against the source model on the test split."""
+
+    variant: str
+    passed: bool
+    failures: tuple[ParityFailure, ...] = ()
+    max_abs_err: float | None = None
+    mean_abs_err: float | None = None
+    top1_agreement: float | None = None
+    accuracy: float | None = None
+    source_accuracy: float | None = None
+
+
+class BenchResult(Record):
+    """Latency of one (variant, provider, batch size); status ok | skipped | unsupported."""
+
+    variant: str
+    provider: str
+    batch_size: int
+    status: str
+    reason: str = ""
+    size_bytes: int | None = None
+    session_ms: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    throughput: float | None = None  # items per second
+
+
+class Registration(Record):
+    """What the register stage did."""
+
+    model_name: str
+    version: str | None
+    variant: str | None
+    model_id: str | None
+    champion_moved: bool
+    reason: str
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_atomically(final_path: Path, write: Callable[[Path], None]) -> Path:
+    """Let `write` fill a temp file beside `final_path`, then rename it into place."""
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(
+        dir=final_path.parent, prefix=f".{final_path.stem}.", suffix=final_path.suffix
+    )
+    os.close(handle)
+    try:
+        write(Path(temp_name))
+        os.chmod(temp_name, 0o644)  # mkstemp makes 0600 files; these are shared artifacts
+        os.replace(temp_name, final_path)
+    finally:
+        if os.path.exists(temp_name):
+            os.unlink(temp_name)
+    return final_path
+
+
+def describe_onnx(path: Path, variant: str, parent: str | None, producer: str) -> ModelArtifact:
+    """Build the record of an ONNX file already on disk."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return ModelArtifact(
+        path=str(path),
+        sha256=sha256_of(path),
+        variant=variant,
+        parent=parent,
+        producer=producer,
+        opset=opset,
+        size_bytes=path.stat().st_size,
+    )
+
+
+def built_artifacts(builds: list[VariantBuild]) -> list[ModelArtifact]:
+    """The artifacts of the variants that were made."""
+    return [build.artifact for build in builds if build.artifact is not None]
+
+
+def passing_artifacts(
+    artifacts: list[ModelArtifact], parity: list[ParityResult]
+) -> list[ModelArtifact]:
+    """The artifacts whose parity passed: the only ones worth benchmarking or registering."""
+    passed = {result.variant for result in parity if result.passed}
+    return [artifact for artifact in artifacts if artifact.variant in passed]

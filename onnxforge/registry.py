@@ -1,0 +1,172 @@
+"""Logging variants as MLflow LoggedModels, choosing the best one, registering and promoting it."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import numpy as np
+
+from onnxforge.metrics import PARITY_FIELDS, bench_metrics, objective_key, parity_metrics
+from onnxforge.recipe import Recipe
+from onnxforge.records import BenchResult, ModelArtifact, ParityResult, Registration
+from onnxforge.tracking import RunContext, client, log_metrics
+
+CHALLENGER, CHAMPION = "challenger", "champion"
+
+
+def log_variant_models(
+    context: RunContext, artifacts: list[ModelArtifact], parity: list[ParityResult],
+    bench: list[BenchResult], example: np.ndarray,
+) -> dict[str, str]:
+    """Log each variant as a LoggedModel with signature and input example; returns variant -> model id."""
+    import mlflow
+    import mlflow.onnx
+    import onnx
+    from mlflow.models import infer_signature
+
+    from onnxforge.runtime import make_session
+
+    client(context.tracking_uri)
+    model_ids = {}
+    with mlflow.start_run(run_id=context.run_id):
+        for artifact in artifacts:
+            session = make_session(artifact.path, "CPUExecutionProvider")
+            outputs = session.run(None, {session.get_inputs()[0].name: example})
+            logged = mlflow.onnx.log_model(
+                onnx.load(artifact.path), name=artifact.variant,
+                signature=infer_signature(example, outputs[0]), input_example=example,
+                onnx_execution_providers=["CPUExecutionProvider"], save_as_external_data=False,
+                tags={"variant": artifact.variant, "sha256": artifact.sha256},
+            )
+            mlflow.log_artifact(artifact.path, artifact_path="onnx")
+            model_ids[artifact.variant] = logged.model_id
+            variant_metrics = {
+                **parity_metrics([p for p in parity if p.variant == artifact.variant]),
+                **bench_metrics([b for b in bench if b.variant == artifact.variant]),
+            }
+            log_metrics(context, variant_metrics, model_id=logged.model_id)
+    return model_ids
+
+
+def choose_best(
+    recipe: Recipe, artifacts: list[ModelArtifact], parity: list[ParityResult],
+    bench: list[BenchResult],
+) -> tuple[ModelArtifact | None, float | None, str]:
+    """The passing variant with the lowest objective value, its value, and why."""
+    objective = recipe.registry.objective
+    passed = {p.variant for p in parity if p.passed}
+    scores: dict[str, float] = {}
+    for artifact in artifacts:
+        if artifact.variant not in passed:
+            continue
+        if objective.metric == "size_bytes":
+            scores[artifact.variant] = float(artifact.size_bytes)
+            continue
+        for row in bench:
+            if (row.variant, row.provider, row.batch_size, row.status) == (
+                artifact.variant, objective.provider, objective.batch_size, "ok"
+            ):
+                scores[artifact.variant] = float(getattr(row, objective.metric))
+    if not scores:
+        failed = [f"{p.variant}: {'; '.join(f.message for f in p.failures)}" for p in parity if not p.passed]
+        return None, None, "no variant passed parity and was measured on the objective" + (
+            f" ({' | '.join(failed)})" if failed else ""
+        )
+    best = min(scores, key=scores.__getitem__)
+    return (
+        next(a for a in artifacts if a.variant == best),
+        scores[best],
+        f"lowest {objective_key(recipe)} among {sorted(scores)}",
+    )
+
+
+def version_tags(
+    recipe: Recipe, context: RunContext, artifact: ModelArtifact, objective_value: float,
+    parity: ParityResult, bench: list[BenchResult], dataset_hash: str,
+) -> dict[str, str]:
+    """Tags that make a registered version self-describing."""
+    tags = {
+        "variant": artifact.variant,
+        "sha256": artifact.sha256,
+        "size_bytes": str(artifact.size_bytes),
+        "producer": artifact.producer,
+        "parent": str(artifact.parent),
+        "objective": objective_key(recipe),
+        "objective_value": repr(objective_value),
+        "source_run_id": context.run_id,
+        "flow_run_id": context.flow_run_id,
+        "code_commit": code_commit(),
+        "dataset_hash": dataset_hash,
+        "recipe": recipe.name,
+    }
+    for name in PARITY_FIELDS:
+        if getattr(parity, name) is not None:
+            tags[f"parity.{name}"] = repr(getattr(parity, name))
+    for row in bench:
+        if row.variant == artifact.variant and row.status == "ok":
+            tags[f"p50_ms.{row.provider}.bs{row.batch_size}"] = f"{row.p50_ms:.4f}"
+    return tags
+
+
+def register_best(
+    recipe: Recipe, context: RunContext, artifact: ModelArtifact, model_id: str,
+    objective_value: float, accuracy: float | None, tags: dict[str, str],
+) -> Registration:
+    """New registry version with tags, alias challenger; champion moved per the promotion policy."""
+    import mlflow
+
+    name = recipe.registry.model_name
+    mlflow_client = client(context.tracking_uri)
+    champion = _current_champion(mlflow_client, name)
+    version = mlflow.register_model(f"models:/{model_id}", name, tags=tags)
+    mlflow_client.set_registered_model_alias(name, CHALLENGER, version.version)
+    move, reason = promotion_decision(recipe, objective_value, accuracy, champion)
+    if move:
+        mlflow_client.set_registered_model_alias(name, CHAMPION, version.version)
+    mlflow_client.set_model_version_tag(name, version.version, "promotion", reason)
+    return Registration(
+        model_name=name, version=str(version.version), variant=artifact.variant, model_id=model_id,
+        champion_moved=move, reason=reason,
+    )
+
+
+def _current_champion(mlflow_client: Any, name: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def promotion_decision(
+    recipe: Recipe, objective_value: float, accuracy: float | None, champion: Any | None
+) -> tuple[bool, str]:
+    """Move champion when there is none, or when the candidate beats it within the accuracy budget."""
+    if champion is None:
+        return True, "no champion yet"
+    key = objective_key(recipe)
+    if champion.tags.get("objective") != key or "objective_value" not in champion.tags:
+        return False, f"champion v{champion.version} was not measured on {key}; promote it by hand"
+    champion_value = float(champion.tags["objective_value"])
+    champion_accuracy = champion.tags.get("parity.accuracy")
+    budget = recipe.registry.champion_accuracy_budget
+    if accuracy is not None and champion_accuracy is not None:
+        drop = float(champion_accuracy) - accuracy
+        if drop > budget:
+            return False, f"accuracy {accuracy:.4f} is {drop:.4f} below champion v{champion.version} (budget {budget})"
+    if objective_value >= champion_value:
+        return False, f"{key} {objective_value:.4g} does not beat champion v{champion.version}'s {champion_value:.4g}"
+    return True, f"{key} {objective_value:.4g} beats champion v{champion.version}'s {champion_value:.4g}"
+
+
+def code_commit() -> str:
+    """The git commit of the working directory, or 'unknown' outside a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        return result.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

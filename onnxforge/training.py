@@ -1,0 +1,74 @@
+"""The train stage and the one way every stage rebuilds the source model from a checkpoint."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from onnxforge.adapters import get_adapter
+from onnxforge.datasets import Splits, load_splits
+from onnxforge.recipe import Recipe
+from onnxforge.records import TrainResult, sha256_of, write_atomically
+
+
+def fresh_model(recipe: Recipe, splits: Splits) -> Any:
+    """The recipe's architecture, seeded, sized from the data (random weights)."""
+    import random
+
+    import numpy as np
+
+    random.seed(recipe.train.seed)
+    np.random.seed(recipe.train.seed)
+    adapter = get_adapter(recipe.model.framework)
+    _seed_framework(recipe.train.seed)
+    return adapter.build(recipe.model, tuple(splits.x_train.shape[1:]), splits.num_classes)
+
+
+def _seed_framework(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def load_source_model(recipe: Recipe, checkpoint: str | Path, splits: Splits) -> Any:
+    """Rebuild the source model and load a checkpoint into it (weights only)."""
+    model = fresh_model(recipe, splits)
+    get_adapter(recipe.model.framework).load_checkpoint(model, Path(checkpoint))
+    return model
+
+
+def train_model(
+    recipe: Recipe, out_dir: Path, on_epoch: Callable[[int, dict[str, float]], None]
+) -> TrainResult:
+    """Fit the recipe's model (or take its checkpoint as is), save the weights, score val/test."""
+    adapter = get_adapter(recipe.model.framework)
+    splits = load_splits(recipe.dataset)
+    model = fresh_model(recipe, splits)
+    if recipe.model.checkpoint is not None:
+        adapter.load_checkpoint(model, recipe.model.checkpoint)
+    started = time.perf_counter()
+    epochs_run = 0
+    if recipe.train.enabled:
+        adapter.fit(model, splits, recipe.train, on_epoch)
+        epochs_run = recipe.train.epochs
+    seconds = time.perf_counter() - started
+    checkpoint = write_atomically(
+        out_dir / "checkpoint.pt", lambda temp: adapter.save_checkpoint(model, temp)
+    )
+    # Score the checkpoint as it was written, so every later stage compares against the same weights.
+    reloaded = load_source_model(recipe, checkpoint, splits)
+    return TrainResult(
+        checkpoint=str(checkpoint),
+        checkpoint_sha256=sha256_of(checkpoint),
+        dataset_hash=splits.fingerprint(),
+        epochs_run=epochs_run,
+        val_accuracy=_accuracy(adapter.predict(reloaded, splits.x_val), splits.y_val),
+        test_accuracy=_accuracy(adapter.predict(reloaded, splits.x_test), splits.y_test),
+        seconds=seconds,
+    )
+
+
+def _accuracy(logits: Any, labels: Any) -> float:
+    return float((logits.argmax(axis=1) == labels).mean())

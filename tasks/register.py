@@ -1,0 +1,42 @@
+"""The register task: log every variant, register the best passing one, move aliases."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from onnxforge.datasets import load_splits
+from onnxforge.recipe import Recipe
+from onnxforge.records import BenchResult, ModelArtifact, ParityResult, Registration, TrainResult
+from onnxforge.registry import choose_best, log_variant_models, register_best, version_tags
+from onnxforge.tracking import RunContext
+
+
+@task(name="register", cache_policy=NO_CACHE)
+def register(
+    recipe: Recipe, trained: TrainResult, artifacts: list[ModelArtifact],
+    parity: list[ParityResult], bench: list[BenchResult], context: RunContext,
+) -> Registration:
+    """LoggedModel per variant; a registry version only for a variant that passed parity."""
+    logger = get_run_logger()
+    example = load_splits(recipe.dataset).x_test[:2]
+    model_ids = log_variant_models(context, artifacts, parity, bench, example)
+    best, value, why = choose_best(recipe, artifacts, parity, bench)
+    name = recipe.registry.model_name
+    if best is None or not recipe.registry.enabled:
+        reason = why if best is None else "register.enabled is false"
+        logger.warning("nothing registered for %s: %s", name, reason)
+        return Registration(
+            model_name=name, version=None, variant=None, model_id=None, champion_moved=False,
+            reason=reason,
+        )
+    best_parity = next(p for p in parity if p.variant == best.variant)
+    tags = version_tags(recipe, context, best, value, best_parity, bench, trained.dataset_hash)
+    registration = register_best(
+        recipe, context, best, model_ids[best.variant], value, best_parity.accuracy, tags
+    )
+    logger.info(
+        "registered %s v%s (%s, %s); champion %s: %s", name, registration.version, best.variant,
+        why, "moved" if registration.champion_moved else "kept", registration.reason,
+    )
+    return registration

@@ -1,0 +1,154 @@
+"""Bad recipes fail before any work, with one line naming the file, the field and the expectation."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from onnxforge.errors import RecipeError
+from onnxforge.preflight import load_and_check
+from tests.conftest import DEFAULT_RECIPE, REPO
+
+BASE = yaml.safe_load(DEFAULT_RECIPE.read_text())
+
+
+def write_recipe(folder: Path, change: dict[str, Any]) -> Path:
+    """The default recipe with `change` merged in (dotted keys; None deletes), written to `folder`."""
+    data = copy.deepcopy(BASE)
+    for dotted, value in change.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+CASES = [
+    (
+        "unknown key",
+        {"train.epoch": 3},
+        "train.epoch: unknown key; expected one of enabled, epochs, batch_size, learning_rate, "
+        "seed, threads",
+    ),
+    (
+        "wrong type",
+        {"train.epochs": "many"},
+        "train.epochs: Input should be a valid integer, unable to parse string as an integer "
+        "(got 'many')",
+    ),
+    (
+        "missing data file",
+        {"dataset": {"source": "npz", "path": "data/missing.npz"}},
+        "dataset.path: file not found: {dir}/data/missing.npz",
+    ),
+    (
+        "missing checkpoint",
+        {"model.checkpoint": "weights/none.pt"},
+        "model.checkpoint: file not found: {dir}/weights/none.pt",
+    ),
+    (
+        "unknown provider",
+        {"benchmark.providers": ["CPUExecutionProvider", "FooExecutionProvider"]},
+        "benchmark.providers[1]: expected one of CPUExecutionProvider, CUDAExecutionProvider, "
+        "TensorrtExecutionProvider, OpenVINOExecutionProvider, DmlExecutionProvider, "
+        "CoreMLExecutionProvider; got 'FooExecutionProvider'",
+    ),
+    (
+        "unknown architecture",
+        {"model.architecture": "resnet9000"},
+        "model.architecture: expected one of small_cnn, mlp; got 'resnet9000'",
+    ),
+    (
+        "objective on a provider not benchmarked",
+        {"register.objective.batch_size": 4},
+        "(top level): register.objective.batch_size: 4 is not in benchmark.batch_sizes [1, 16]",
+    ),
+    (
+        "unknown variant tolerance",
+        {"parity.tolerances": {"int4": {"atol": 1, "mean_atol": 1, "min_top1_agreement": 0.5}}},
+        "parity.tolerances: unknown variant 'int4'; expected one of fp32, simplified, int8-dynamic",
+    ),
+    ("missing section", {"register": None}, "register: required field is missing"),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_schema_errors_name_file_field_and_expectation(
+    tmp_path: Path, change: dict[str, Any], expected: str
+) -> None:
+    path = write_recipe(tmp_path, change)
+    with pytest.raises(RecipeError) as caught:
+        load_and_check(str(path))
+    assert str(caught.value) == f"{path}: " + expected.format(dir=tmp_path)
+
+
+def test_npz_missing_named_array(tmp_path: Path) -> None:
+    np.savez(tmp_path / "data.npz", pixels=np.zeros((40, 64)), y=np.arange(40) % 2)
+    path = write_recipe(tmp_path, {"dataset": {"source": "npz", "path": "data.npz"}})
+    with pytest.raises(RecipeError) as caught:
+        load_and_check(str(path))
+    assert str(caught.value) == (
+        f"{path}: dataset.features/labels: {tmp_path / 'data.npz'} has no array named 'x' "
+        "(it has pixels, y)"
+    )
+
+
+def test_checkpoint_that_does_not_fit_the_architecture(tmp_path: Path) -> None:
+    import torch
+
+    torch.save({"weight": torch.zeros(3, 3)}, tmp_path / "other.pt")
+    path = write_recipe(tmp_path, {"model.checkpoint": "other.pt"})
+    with pytest.raises(RecipeError) as caught:
+        load_and_check(str(path))
+    message = str(caught.value)
+    assert message.startswith(
+        f"{path}: model.checkpoint: {tmp_path / 'other.pt'} does not fit architecture 'small_cnn': "
+    )
+    assert "\n" not in message
+
+
+def test_samples_that_do_not_fit_the_model(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, {"dataset.sample_shape": [64]})
+    with pytest.raises(RecipeError) as caught:
+        load_and_check(str(path))
+    assert str(caught.value).startswith(
+        f"{path}: model.kwargs / dataset.sample_shape: cannot build 'small_cnn' with "
+        "{'channels': 16, 'hidden': 64} for samples of shape (64,): "
+    )
+
+
+def test_cli_exits_2_with_one_line_and_does_no_work(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, {"benchmark.providers": ["NopeExecutionProvider"]})
+    state = tmp_path / "state"
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", str(path)], cwd=REPO, capture_output=True,
+        text=True, env={"PATH": "/usr/bin:/bin", "ONNXFORGE_HOME": str(state)}, timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"error: {path}: benchmark.providers[0]: expected one of CPUExecutionProvider, "
+        "CUDAExecutionProvider, TensorrtExecutionProvider, OpenVINOExecutionProvider, "
+        "DmlExecutionProvider, CoreMLExecutionProvider; got 'NopeExecutionProvider'"
+    ]
+    assert not state.exists(), "a refused recipe must not create any state"
+
+
+def test_bad_override_syntax_is_refused() -> None:
+    from onnxforge.recipe import parse_overrides
+
+    with pytest.raises(RecipeError, match="expected key=value"):
+        parse_overrides(["train.epochs"])
