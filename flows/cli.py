@@ -19,11 +19,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a recipe end to end (Prefect flow, MLflow tracking)")
-    validate = commands.add_parser("validate", help="check a recipe (schema, files, model fit); no work")
+    validate = commands.add_parser(
+        "validate", help="check a recipe (schema, files, model fit); no work"
+    )
     for sub in (run, validate):
         sub.add_argument("recipe", help="path to a recipe YAML, e.g. configs/digits_cnn.yaml")
         sub.add_argument(
-            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
             help="override a recipe field by dotted key, e.g. --set train.epochs=5 (repeatable)",
         )
     return parser
@@ -61,12 +67,18 @@ def _run(recipe_path: str, overrides: dict[str, str]) -> int:
         print(f"Nothing registered: {registration.reason}")
     else:
         aliases = "challenger" + (", champion" if registration.champion_moved else "")
-        print(f"Registered model: {registration.model_name} version {registration.version} "
-              f"({registration.variant}); aliases: {aliases}")
-        print(f"  load it with: mlflow.onnx.load_model('models:/{registration.model_name}@champion')")
+        print(
+            f"Registered model: {registration.model_name} version {registration.version} "
+            f"({registration.variant}); aliases: {aliases}"
+        )
+        print(
+            f"  load it with: mlflow.onnx.load_model('models:/{registration.model_name}@champion')"
+        )
         print(f"  champion: {registration.reason}")
     print(f"MLflow tracking URI: {resolve_tracking_uri()}")
-    print(f"See it in the MLflow UI: {ui_command(resolve_tracking_uri())}  (then http://127.0.0.1:5000)")
+    print(
+        f"See it in the MLflow UI: {ui_command(resolve_tracking_uri())}  (then http://127.0.0.1:5000)"
+    )
     return 0
 
 

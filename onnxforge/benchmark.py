@@ -15,7 +15,9 @@ from onnxforge.runtime import ProviderRejected, make_session
 from onnxforge.variants import VARIANTS
 
 
-def latency_stats(call: Callable[[], Any], warmup: int, iterations: int, batch: int) -> dict[str, float]:
+def latency_stats(
+    call: Callable[[], Any], warmup: int, iterations: int, batch: int
+) -> dict[str, float]:
     """Warm up, then time `iterations` calls: percentiles, mean and items per second."""
     for _ in range(warmup):
         call()
@@ -27,7 +29,10 @@ def latency_stats(call: Callable[[], Any], warmup: int, iterations: int, batch: 
     p50, p90, p99 = np.percentile(timings, [50, 90, 99])
     mean = float(timings.mean())
     return {
-        "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": mean,
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "mean_ms": mean,
         "throughput": batch * 1000.0 / mean,
     }
 
@@ -47,7 +52,10 @@ def bench_variant(
     reason = provider_spec.unavailable_reason()
     status = "skipped"
     if reason is None and not provider_spec.can_run(VARIANTS[artifact.variant].device):
-        reason, status = f"{artifact.variant} is a GPU variant; {provider} has no kernels for it", "unsupported"
+        reason, status = (
+            f"{artifact.variant} is a GPU variant; {provider} has no kernels for it",
+            "unsupported",
+        )
     session = None
     if reason is None:
         started = time.perf_counter()
@@ -67,8 +75,12 @@ def bench_variant(
     rows = []
     for size in spec.batch_sizes:
         feed = {input_name: make_batch(features, size)}
-        stats = latency_stats(lambda f=feed: session.run(None, f), spec.warmup, spec.iterations, size)
-        rows.append(BenchResult(**base, batch_size=size, status="ok", session_ms=session_ms, **stats))
+        stats = latency_stats(
+            lambda f=feed: session.run(None, f), spec.warmup, spec.iterations, size
+        )
+        rows.append(
+            BenchResult(**base, batch_size=size, status="ok", session_ms=session_ms, **stats)
+        )
     return rows
 
 
@@ -84,12 +96,19 @@ def bench_framework(recipe: Recipe, checkpoint: str) -> list[BenchResult]:
     adapter = get_adapter(recipe.model.framework)
     rows = []
     for size in spec.batch_sizes:
-        call = adapter.latency_callable(model, make_batch(splits.x_test, size), spec.intra_op_threads)
+        call = adapter.latency_callable(
+            model, make_batch(splits.x_test, size), spec.intra_op_threads
+        )
         stats = latency_stats(call, spec.warmup, spec.iterations, size)
-        rows.append(BenchResult(
-            variant=f"{recipe.model.framework}-eager", provider="framework", batch_size=size,
-            status="ok", **stats,
-        ))
+        rows.append(
+            BenchResult(
+                variant=f"{recipe.model.framework}-eager",
+                provider="framework",
+                batch_size=size,
+                status="ok",
+                **stats,
+            )
+        )
     return rows
 
 
@@ -100,4 +119,8 @@ def bench_provider(
     from onnxforge.datasets import load_splits
 
     features = load_splits(recipe.dataset).x_test
-    return [row for artifact in artifacts for row in bench_variant(artifact, provider, features, recipe.benchmark)]
+    return [
+        row
+        for artifact in artifacts
+        for row in bench_variant(artifact, provider, features, recipe.benchmark)
+    ]

@@ -22,7 +22,9 @@ def quantize_model(parent: ModelArtifact, spec: QuantizeSpec, out_dir: Path) -> 
                 out_dir / f"{spec.mode}.onnx", lambda temp: _quantize_dynamic(prepared, temp, spec)
             )
     except Exception as error:  # noqa: BLE001 - a variant that cannot be made is a result
-        return VariantBuild(variant=spec.mode, artifact=None, reason=f"quantization failed: {error}")
+        return VariantBuild(
+            variant=spec.mode, artifact=None, reason=f"quantization failed: {error}"
+        )
     producer = (
         f"onnxruntime.quantization.quantize_dynamic onnxruntime {onnxruntime.__version__} "
         f"(weight_type={spec.weight_type}, per_channel={spec.per_channel}; {prep_note})"

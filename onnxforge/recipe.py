@@ -149,7 +149,9 @@ class ParitySpec(Strict):
     def _known_variants(cls, value: dict[str, Tolerance]) -> dict[str, Tolerance]:
         unknown = sorted(set(value) - set(VARIANTS))
         if unknown:
-            raise ValueError(f"unknown variant {unknown[0]!r}; expected one of {', '.join(VARIANTS)}")
+            raise ValueError(
+                f"unknown variant {unknown[0]!r}; expected one of {', '.join(VARIANTS)}"
+            )
         return value
 
 
@@ -221,7 +223,10 @@ class Recipe(Strict):
             raise ValueError(
                 f"register.objective.provider: {objective.provider!r} is not in benchmark.providers"
             )
-        if objective.metric != "size_bytes" and objective.batch_size not in self.benchmark.batch_sizes:
+        if (
+            objective.metric != "size_bytes"
+            and objective.batch_size not in self.benchmark.batch_sizes
+        ):
             raise ValueError(
                 f"register.objective.batch_size: {objective.batch_size} is not in "
                 f"benchmark.batch_sizes {self.benchmark.batch_sizes}"
@@ -252,7 +257,9 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
-            raise RecipeError(f"--set {pair!r}: expected key=value with a dotted key, e.g. train.epochs=5")
+            raise RecipeError(
+                f"--set {pair!r}: expected key=value with a dotted key, e.g. train.epochs=5"
+            )
         overrides[key] = value
     return overrides
 
@@ -290,7 +297,11 @@ def load_recipe(path: str | Path, overrides: dict[str, str] | None = None) -> Re
 def describe_validation_error(path: Path, error: ValidationError) -> str:
     """One line: file, dotted field, what was expected (and what was found)."""
     first = error.errors()[0]
-    loc = [f"[{part}]" if isinstance(part, int) else str(part) for part in first["loc"] if part not in ("sklearn", "npz")]
+    loc = [
+        f"[{part}]" if isinstance(part, int) else str(part)
+        for part in first["loc"]
+        if part not in ("sklearn", "npz")
+    ]
     field = ".".join(loc).replace(".[", "[") or "(top level)"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":

@@ -16,8 +16,11 @@ CHALLENGER, CHAMPION = "challenger", "champion"
 
 
 def log_variant_models(
-    context: RunContext, artifacts: list[ModelArtifact], parity: list[ParityResult],
-    bench: list[BenchResult], example: np.ndarray,
+    context: RunContext,
+    artifacts: list[ModelArtifact],
+    parity: list[ParityResult],
+    bench: list[BenchResult],
+    example: np.ndarray,
 ) -> dict[str, str]:
     """Log each variant as a LoggedModel with signature and input example; returns variant -> model id."""
     import mlflow
@@ -34,9 +37,12 @@ def log_variant_models(
             session = make_session(artifact.path, "CPUExecutionProvider")
             outputs = session.run(None, {session.get_inputs()[0].name: example})
             logged = mlflow.onnx.log_model(
-                onnx.load(artifact.path), name=artifact.variant,
-                signature=infer_signature(example, outputs[0]), input_example=example,
-                onnx_execution_providers=["CPUExecutionProvider"], save_as_external_data=False,
+                onnx.load(artifact.path),
+                name=artifact.variant,
+                signature=infer_signature(example, outputs[0]),
+                input_example=example,
+                onnx_execution_providers=["CPUExecutionProvider"],
+                save_as_external_data=False,
                 tags={"variant": artifact.variant, "sha256": artifact.sha256},
             )
             mlflow.log_artifact(artifact.path, artifact_path="onnx")
@@ -50,7 +56,9 @@ def log_variant_models(
 
 
 def choose_best(
-    recipe: Recipe, artifacts: list[ModelArtifact], parity: list[ParityResult],
+    recipe: Recipe,
+    artifacts: list[ModelArtifact],
+    parity: list[ParityResult],
     bench: list[BenchResult],
 ) -> tuple[ModelArtifact | None, float | None, str]:
     """The passing variant with the lowest objective value, its value, and why."""
@@ -65,13 +73,23 @@ def choose_best(
             continue
         for row in bench:
             if (row.variant, row.provider, row.batch_size, row.status) == (
-                artifact.variant, objective.provider, objective.batch_size, "ok"
+                artifact.variant,
+                objective.provider,
+                objective.batch_size,
+                "ok",
             ):
                 scores[artifact.variant] = float(getattr(row, objective.metric))
     if not scores:
-        failed = [f"{p.variant}: {'; '.join(f.message for f in p.failures)}" for p in parity if not p.passed]
-        return None, None, "no variant passed parity and was measured on the objective" + (
-            f" ({' | '.join(failed)})" if failed else ""
+        failed = [
+            f"{p.variant}: {'; '.join(f.message for f in p.failures)}"
+            for p in parity
+            if not p.passed
+        ]
+        return (
+            None,
+            None,
+            "no variant passed parity and was measured on the objective"
+            + (f" ({' | '.join(failed)})" if failed else ""),
         )
     best = min(scores, key=scores.__getitem__)
     return (
@@ -82,8 +100,13 @@ def choose_best(
 
 
 def version_tags(
-    recipe: Recipe, context: RunContext, artifact: ModelArtifact, objective_value: float,
-    parity: ParityResult, bench: list[BenchResult], dataset_hash: str,
+    recipe: Recipe,
+    context: RunContext,
+    artifact: ModelArtifact,
+    objective_value: float,
+    parity: ParityResult,
+    bench: list[BenchResult],
+    dataset_hash: str,
 ) -> dict[str, str]:
     """Tags that make a registered version self-describing."""
     tags = {
@@ -110,8 +133,13 @@ def version_tags(
 
 
 def register_best(
-    recipe: Recipe, context: RunContext, artifact: ModelArtifact, model_id: str,
-    objective_value: float, accuracy: float | None, tags: dict[str, str],
+    recipe: Recipe,
+    context: RunContext,
+    artifact: ModelArtifact,
+    model_id: str,
+    objective_value: float,
+    accuracy: float | None,
+    tags: dict[str, str],
 ) -> Registration:
     """New registry version with tags, alias challenger; champion moved per the promotion policy."""
     import mlflow
@@ -126,8 +154,12 @@ def register_best(
         mlflow_client.set_registered_model_alias(name, CHAMPION, version.version)
     mlflow_client.set_model_version_tag(name, version.version, "promotion", reason)
     return Registration(
-        model_name=name, version=str(version.version), variant=artifact.variant, model_id=model_id,
-        champion_moved=move, reason=reason,
+        model_name=name,
+        version=str(version.version),
+        variant=artifact.variant,
+        model_id=model_id,
+        champion_moved=move,
+        reason=reason,
     )
 
 
@@ -155,10 +187,19 @@ def promotion_decision(
     if accuracy is not None and champion_accuracy is not None:
         drop = float(champion_accuracy) - accuracy
         if drop > budget:
-            return False, f"accuracy {accuracy:.4f} is {drop:.4f} below champion v{champion.version} (budget {budget})"
+            return (
+                False,
+                f"accuracy {accuracy:.4f} is {drop:.4f} below champion v{champion.version} (budget {budget})",
+            )
     if objective_value >= champion_value:
-        return False, f"{key} {objective_value:.4g} does not beat champion v{champion.version}'s {champion_value:.4g}"
-    return True, f"{key} {objective_value:.4g} beats champion v{champion.version}'s {champion_value:.4g}"
+        return (
+            False,
+            f"{key} {objective_value:.4g} does not beat champion v{champion.version}'s {champion_value:.4g}",
+        )
+    return (
+        True,
+        f"{key} {objective_value:.4g} beats champion v{champion.version}'s {champion_value:.4g}",
+    )
 
 
 def code_commit() -> str:

@@ -25,8 +25,11 @@ def _bench_cell(rows: list[BenchResult]) -> str:
 
 
 def summary_markdown(
-    builds: list[VariantBuild], parity: list[ParityResult], bench: list[BenchResult],
-    registration: Registration, run_url: str,
+    builds: list[VariantBuild],
+    parity: list[ParityResult],
+    bench: list[BenchResult],
+    registration: Registration,
+    run_url: str,
 ) -> str:
     """Variant by provider: size, parity and p50 per batch size, then what was registered."""
     providers = sorted({row.provider for row in bench})
@@ -39,7 +42,9 @@ def summary_markdown(
     ]
     for build in builds:
         if build.artifact is None:
-            lines.append(f"| {build.variant} | - | not built: {build.reason} |" + " - |" * len(providers))
+            lines.append(
+                f"| {build.variant} | - | not built: {build.reason} |" + " - |" * len(providers)
+            )
             continue
         cells = [
             _bench_cell([r for r in bench if r.variant == build.variant and r.provider == p])
@@ -51,9 +56,11 @@ def summary_markdown(
         )
     for variant in sorted({r.variant for r in bench if r.provider == "framework"}):
         rows = [r for r in bench if r.variant == variant]
-        lines.append(f"| {variant} (baseline) | - | source | " + " | ".join(
-            _bench_cell(rows) if p == "framework" else "-" for p in providers
-        ) + " |")
+        lines.append(
+            f"| {variant} (baseline) | - | source | "
+            + " | ".join(_bench_cell(rows) if p == "framework" else "-" for p in providers)
+            + " |"
+        )
     lines += ["", _registration_line(registration), "", f"MLflow run: {run_url}"]
     return "\n".join(lines)
 

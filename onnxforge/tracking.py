@@ -77,7 +77,9 @@ def start_run(
 
 
 def log_metrics(
-    context: RunContext, metrics: dict[str, float], step: int | None = None,
+    context: RunContext,
+    metrics: dict[str, float],
+    step: int | None = None,
     model_id: str | None = None,
 ) -> None:
     """Log metrics into the pipeline's run (optionally linked to a LoggedModel)."""
@@ -96,7 +98,9 @@ def finish_run(context: RunContext, status: str) -> None:
 
 def run_url(context: RunContext) -> str:
     """The run's page: on the tracking server, or on a local `mlflow ui` over the embedded store."""
-    base = context.tracking_uri if context.tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    base = (
+        context.tracking_uri if context.tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    )
     return f"{base.rstrip('/')}/#/experiments/{context.experiment_id}/runs/{context.run_id}"
 
 

@@ -21,12 +21,16 @@ def benchmark_provider(
     log_metrics(context, bench_metrics(rows))
     for row in rows:
         if row.status != "ok":
-            get_run_logger().warning("%s on %s: %s (%s)", row.variant, provider, row.status, row.reason)
+            get_run_logger().warning(
+                "%s on %s: %s (%s)", row.variant, provider, row.status, row.reason
+            )
     return rows
 
 
 @task(name="benchmark-baseline", cache_policy=NO_CACHE)
-def benchmark_baseline(recipe: Recipe, trained: TrainResult, context: RunContext) -> list[BenchResult]:
+def benchmark_baseline(
+    recipe: Recipe, trained: TrainResult, context: RunContext
+) -> list[BenchResult]:
     """The source framework's own latency, measured by the same loop."""
     if not recipe.benchmark.baseline:
         return []

@@ -17,5 +17,7 @@ from onnxforge.tracking import RunContext
 def export(recipe: Recipe, trained: TrainResult, context: RunContext) -> ModelArtifact:
     """torch.onnx.export (dynamo, falling back to TorchScript), checker and shape inference."""
     artifact = export_model(recipe, trained.checkpoint, Path(context.work_dir))
-    get_run_logger().info("exported %s by %s (%d bytes)", artifact.path, artifact.producer, artifact.size_bytes)
+    get_run_logger().info(
+        "exported %s by %s (%d bytes)", artifact.path, artifact.producer, artifact.size_bytes
+    )
     return artifact

@@ -24,5 +24,7 @@ def validate_parity(
         if result.passed:
             logger.info("parity %s: pass (max abs err %.3g)", result.variant, result.max_abs_err)
         else:
-            logger.warning("parity %s: FAIL %s", result.variant, [f.message for f in result.failures])
+            logger.warning(
+                "parity %s: FAIL %s", result.variant, [f.message for f in result.failures]
+            )
     return results

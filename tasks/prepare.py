@@ -23,16 +23,25 @@ def open_run(recipe: Recipe, recipe_path: str, flow_run_id: str) -> RunContext:
     """Create the pipeline's one MLflow run (params: the recipe) and its work folder."""
     tracking_uri = resolve_tracking_uri()
     experiment_id, run_id = start_run(
-        tracking_uri, recipe.mlflow.experiment, run_name=f"{recipe.name}-{flow_run_id[:8]}",
+        tracking_uri,
+        recipe.mlflow.experiment,
+        run_name=f"{recipe.name}-{flow_run_id[:8]}",
         params=recipe.flat_params(),
-        tags={"recipe_path": recipe_path, "flow_run_id": flow_run_id, "onnxforge.recipe": recipe.name},
+        tags={
+            "recipe_path": recipe_path,
+            "flow_run_id": flow_run_id,
+            "onnxforge.recipe": recipe.name,
+        },
     )
     work_dir = state_dir() / "work" / run_id
     work_dir.mkdir(parents=True, exist_ok=True)
     get_run_logger().info("MLflow run %s at %s", run_id, tracking_uri)
     return RunContext(
-        tracking_uri=tracking_uri, experiment_id=experiment_id, run_id=run_id,
-        work_dir=str(work_dir), flow_run_id=flow_run_id,
+        tracking_uri=tracking_uri,
+        experiment_id=experiment_id,
+        run_id=run_id,
+        work_dir=str(work_dir),
+        flow_run_id=flow_run_id,
     )
 
 

@@ -14,8 +14,12 @@ from onnxforge.tracking import RunContext
 
 @task(name="register", cache_policy=NO_CACHE)
 def register(
-    recipe: Recipe, trained: TrainResult, artifacts: list[ModelArtifact],
-    parity: list[ParityResult], bench: list[BenchResult], context: RunContext,
+    recipe: Recipe,
+    trained: TrainResult,
+    artifacts: list[ModelArtifact],
+    parity: list[ParityResult],
+    bench: list[BenchResult],
+    context: RunContext,
 ) -> Registration:
     """LoggedModel per variant; a registry version only for a variant that passed parity."""
     logger = get_run_logger()
@@ -27,7 +31,11 @@ def register(
         reason = why if best is None else "register.enabled is false"
         logger.warning("nothing registered for %s: %s", name, reason)
         return Registration(
-            model_name=name, version=None, variant=None, model_id=None, champion_moved=False,
+            model_name=name,
+            version=None,
+            variant=None,
+            model_id=None,
+            champion_moved=False,
             reason=reason,
         )
     best_parity = next(p for p in parity if p.variant == best.variant)
@@ -36,7 +44,12 @@ def register(
         recipe, context, best, model_ids[best.variant], value, best_parity.accuracy, tags
     )
     logger.info(
-        "registered %s v%s (%s, %s); champion %s: %s", name, registration.version, best.variant,
-        why, "moved" if registration.champion_moved else "kept", registration.reason,
+        "registered %s v%s (%s, %s); champion %s: %s",
+        name,
+        registration.version,
+        best.variant,
+        why,
+        "moved" if registration.champion_moved else "kept",
+        registration.reason,
     )
     return registration

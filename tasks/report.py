@@ -13,8 +13,12 @@ from onnxforge.tracking import RunContext, client, run_url
 
 @task(name="publish-summary", cache_policy=NO_CACHE)
 def publish_summary(
-    trained: TrainResult, builds: list[VariantBuild], parity: list[ParityResult],
-    bench: list[BenchResult], registration: Registration, context: RunContext,
+    trained: TrainResult,
+    builds: list[VariantBuild],
+    parity: list[ParityResult],
+    bench: list[BenchResult],
+    registration: Registration,
+    context: RunContext,
 ) -> str:
     """Write summary.md / summary.json to the MLflow run and show them in the Prefect UI."""
     url = run_url(context)

@@ -18,5 +18,7 @@ def simplify(recipe: Recipe, parent: ModelArtifact, context: RunContext) -> Vari
     """Simplify the export; when that is impossible the reason is logged and the run goes on."""
     build = simplify_model(parent, recipe.simplify, Path(context.work_dir))
     if build.artifact is None:
-        get_run_logger().warning("not simplified, %s goes on unchanged: %s", parent.variant, build.reason)
+        get_run_logger().warning(
+            "not simplified, %s goes on unchanged: %s", parent.variant, build.reason
+        )
     return build

@@ -23,10 +23,13 @@ def train(recipe: Recipe, context: RunContext) -> TrainResult:
         log_metrics(context, {f"train.{k}": v for k, v in metrics.items()}, step=epoch)
 
     result = train_model(recipe, Path(context.work_dir), on_epoch)
-    log_metrics(context, {
-        "train.final_val_accuracy": result.val_accuracy,
-        "train.test_accuracy": result.test_accuracy,
-        "train.seconds": result.seconds,
-    })
+    log_metrics(
+        context,
+        {
+            "train.final_val_accuracy": result.val_accuracy,
+            "train.test_accuracy": result.test_accuracy,
+            "train.seconds": result.seconds,
+        },
+    )
     logger.info("test accuracy %.4f after %d epochs", result.test_accuracy or 0, result.epochs_run)
     return result

@@ -36,9 +36,7 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def mlflow_store(
-    mlflow_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> str:
+def mlflow_store(mlflow_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """This test's own MLflow store and onnxforge state folder; returns the tracking URI."""
     database = tmp_path / "mlflow.db"
     shutil.copy(mlflow_template, database)

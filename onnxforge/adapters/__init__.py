@@ -43,7 +43,9 @@ class FrameworkAdapter(Protocol):
     def export(self, model: Any, example: np.ndarray, export_spec: Any, out_path: Path) -> str:
         """Write an ONNX file; returns the producer (exporter and version) that made it."""
 
-    def latency_callable(self, model: Any, batch: np.ndarray, threads: int | None) -> Callable[[], Any]:
+    def latency_callable(
+        self, model: Any, batch: np.ndarray, threads: int | None
+    ) -> Callable[[], Any]:
         """A zero-argument call that runs one inference, for the framework baseline."""
 
 

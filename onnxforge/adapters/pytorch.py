@@ -106,17 +106,33 @@ class PyTorchAdapter:
             if exporter == "dynamo":
                 dynamic = ({0: torch.export.Dim("batch")},) if spec.dynamic_batch else None
                 torch.onnx.export(
-                    model, (example,), str(out_path), dynamo=True, opset_version=spec.opset,
-                    dynamic_shapes=dynamic, external_data=False, verbose=False, **names,
+                    model,
+                    (example,),
+                    str(out_path),
+                    dynamo=True,
+                    opset_version=spec.opset,
+                    dynamic_shapes=dynamic,
+                    external_data=False,
+                    verbose=False,
+                    **names,
                 )
             else:
-                axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if spec.dynamic_batch else None
+                axes = (
+                    {"input": {0: "batch"}, "logits": {0: "batch"}} if spec.dynamic_batch else None
+                )
                 torch.onnx.export(
-                    model, (example,), str(out_path), dynamo=False, opset_version=spec.opset,
-                    dynamic_axes=axes, **names,
+                    model,
+                    (example,),
+                    str(out_path),
+                    dynamo=False,
+                    opset_version=spec.opset,
+                    dynamic_axes=axes,
+                    **names,
                 )
 
-    def latency_callable(self, model: Any, batch: np.ndarray, threads: int | None) -> Callable[[], Any]:
+    def latency_callable(
+        self, model: Any, batch: np.ndarray, threads: int | None
+    ) -> Callable[[], Any]:
         """One eager forward pass under inference mode, with the benchmark's thread count."""
         import torch
 

@@ -11,8 +11,9 @@ from torch import nn
 class SmallCNN(nn.Module):
     """Two 3x3 convolutions, a max-pool and two linear layers: enough for 8x8 digits."""
 
-    def __init__(self, sample_shape: tuple[int, ...], num_classes: int, channels: int = 16,
-                 hidden: int = 64) -> None:
+    def __init__(
+        self, sample_shape: tuple[int, ...], num_classes: int, channels: int = 16, hidden: int = 64
+    ) -> None:
         super().__init__()
         in_channels, height, width = sample_shape
         self.features = nn.Sequential(
@@ -34,8 +35,9 @@ class SmallCNN(nn.Module):
 class MLP(nn.Module):
     """A plain multi-layer perceptron over flattened features."""
 
-    def __init__(self, sample_shape: tuple[int, ...], num_classes: int, hidden: int = 64,
-                 layers: int = 2) -> None:
+    def __init__(
+        self, sample_shape: tuple[int, ...], num_classes: int, hidden: int = 64, layers: int = 2
+    ) -> None:
         super().__init__()
         width = math.prod(sample_shape)
         blocks: list[nn.Module] = [nn.Flatten()]

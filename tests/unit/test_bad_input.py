@@ -134,8 +134,12 @@ def test_cli_exits_2_with_one_line_and_does_no_work(tmp_path: Path) -> None:
     path = write_recipe(tmp_path, {"benchmark.providers": ["NopeExecutionProvider"]})
     state = tmp_path / "state"
     result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", str(path)], cwd=REPO, capture_output=True,
-        text=True, env={"PATH": "/usr/bin:/bin", "ONNXFORGE_HOME": str(state)}, timeout=120,
+        [sys.executable, "-m", "flows.cli", "run", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "ONNXFORGE_HOME": str(state)},
+        timeout=120,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

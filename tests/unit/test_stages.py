@@ -1,0 +1,208 @@
+"""Core stages on tiny models in tmp_path: train, export, simplify, quantize, parity, benchmark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxforge.benchmark import bench_variant, latency_stats
+from onnxforge.export import EXPORTER_KEY, export_model
+from onnxforge.parity import check_all, compare_outputs
+from onnxforge.quantize import quantize_model
+from onnxforge.recipe import Recipe, load_recipe
+from onnxforge.records import ModelArtifact, TrainResult, sha256_of
+from onnxforge.simplify import simplify_model
+from onnxforge.training import train_model
+from onnxforge.variants import VARIANTS, Tolerance
+from tests.conftest import DEFAULT_RECIPE
+
+TINY = {"train.epochs": "2", "model.kwargs": "{channels: 4, hidden: 8}"}
+
+
+@pytest.fixture(scope="module")
+def tiny_recipe() -> Recipe:
+    return load_recipe(DEFAULT_RECIPE, TINY)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_recipe: Recipe, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    epochs: list[int] = []
+    result = train_model(
+        tiny_recipe, tmp_path_factory.mktemp("train"), lambda e, m: epochs.append(e)
+    )
+    assert epochs == [1, 2]
+    return result
+
+
+@pytest.fixture(scope="module")
+def fp32(
+    tiny_recipe: Recipe, trained: TrainResult, tmp_path_factory: pytest.TempPathFactory
+) -> ModelArtifact:
+    return export_model(tiny_recipe, trained.checkpoint, tmp_path_factory.mktemp("export"))
+
+
+def test_train_writes_a_weights_only_checkpoint(trained: TrainResult) -> None:
+    import torch
+
+    state = torch.load(trained.checkpoint, weights_only=True)
+    assert all(isinstance(value, torch.Tensor) for value in state.values())
+    assert trained.checkpoint_sha256 == sha256_of(trained.checkpoint)
+    assert trained.epochs_run == 2 and 0.0 <= trained.test_accuracy <= 1.0
+    assert len(trained.dataset_hash) == 64
+
+
+def test_export_records_exporter_and_dynamic_batch(fp32: ModelArtifact) -> None:
+    model = onnx.load(fp32.path)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props[EXPORTER_KEY] == fp32.producer
+    assert fp32.producer.startswith("torch.onnx.export[dynamo]")
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param and not batch.dim_value
+    assert fp32.opset == 18 and fp32.sha256 == sha256_of(fp32.path)
+    assert not Path(fp32.path + ".data").exists(), "weights must be inside the .onnx file"
+
+
+def test_export_with_torchscript(tiny_recipe: Recipe, trained: TrainResult, tmp_path: Path) -> None:
+    recipe = tiny_recipe.model_copy(
+        update={"export": tiny_recipe.export.model_copy(update={"exporter": "torchscript"})}
+    )
+    artifact = export_model(recipe, trained.checkpoint, tmp_path)
+    assert artifact.producer.startswith("torch.onnx.export[torchscript]")
+
+
+def test_simplify_builds_a_smaller_or_equal_model(
+    tiny_recipe: Recipe, fp32: ModelArtifact, tmp_path: Path
+) -> None:
+    build = simplify_model(fp32, tiny_recipe.simplify, tmp_path)
+    assert build.artifact is not None, build.reason
+    assert build.artifact.parent == "fp32" and build.artifact.producer.startswith("onnxsim")
+    assert build.artifact.size_bytes <= fp32.size_bytes
+
+
+def test_simplify_never_kills_the_run(
+    tiny_recipe: Recipe, fp32: ModelArtifact, tmp_path: Path
+) -> None:
+    too_big = simplify_model(
+        fp32, tiny_recipe.simplify.model_copy(update={"max_bytes": 10}), tmp_path
+    )
+    assert too_big.artifact is None and "over simplify.max_bytes=10" in too_big.reason
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx file")
+    corrupt = fp32.model_copy(update={"path": str(broken), "size_bytes": 16})
+    failed = simplify_model(corrupt, tiny_recipe.simplify, tmp_path)
+    assert failed.artifact is None and failed.reason.startswith("onnxsim failed")
+
+
+def test_quantize_int8_dynamic_runs_and_shrinks(
+    tiny_recipe: Recipe, fp32: ModelArtifact, tmp_path: Path
+) -> None:
+    build = quantize_model(fp32, tiny_recipe.quantize, tmp_path)
+    assert build.artifact is not None, build.reason
+    ops = {node.op_type for node in onnx.load(build.artifact.path).graph.node}
+    assert "ConvInteger" in ops or "MatMulInteger" in ops or "DynamicQuantizeLinear" in ops
+    assert build.artifact.producer.startswith("onnxruntime.quantization.quantize_dynamic")
+
+
+def test_quantize_failure_is_a_result(
+    tiny_recipe: Recipe, fp32: ModelArtifact, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x00garbage")
+    build = quantize_model(
+        fp32.model_copy(update={"path": str(broken)}), tiny_recipe.quantize, tmp_path
+    )
+    assert build.artifact is None and build.reason.startswith("quantization failed")
+
+
+def test_every_registered_variant_is_built_and_validated(
+    tiny_recipe: Recipe, trained: TrainResult, fp32: ModelArtifact, tmp_path: Path
+) -> None:
+    simplified = simplify_model(fp32, tiny_recipe.simplify, tmp_path).artifact
+    int8 = quantize_model(simplified, tiny_recipe.quantize, tmp_path).artifact
+    artifacts = [fp32, simplified, int8]
+    assert {a.variant for a in artifacts} == set(VARIANTS), "a registered variant has no test here"
+    results = {r.variant: r for r in check_all(tiny_recipe, trained.checkpoint, artifacts)}
+    assert results["fp32"].passed and results["simplified"].passed, results
+    assert results["fp32"].max_abs_err < 1e-4
+    assert results["int8-dynamic"].max_abs_err is not None
+
+
+LOOSE = Tolerance(atol=9.0, mean_atol=9.0, min_top1_agreement=0.0)
+
+
+def _logits() -> np.ndarray:
+    return np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.5, 0.0, 2.0]], dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    ("outputs", "tolerance", "labels", "kind"),
+    [
+        ([], LOOSE, None, "output_missing"),
+        ([np.zeros((3, 2), np.float32)], LOOSE, None, "shape_mismatch"),
+        ([np.full((3, 3), np.nan, np.float32)], LOOSE, None, "non_finite"),
+        (
+            [_logits() + 0.5],
+            Tolerance(atol=0.1, mean_atol=1.0, min_top1_agreement=0),
+            None,
+            "tolerance_exceeded",
+        ),
+        ([_logits()[:, ::-1].copy()], LOOSE, None, None),
+        (
+            [_logits()[:, ::-1].copy()],
+            Tolerance(atol=9, mean_atol=9, min_top1_agreement=0.9),
+            None,
+            "top1_below_floor",
+        ),
+        ([_logits()[:, ::-1].copy()], LOOSE, np.array([0, 1, 2]), "accuracy_drop"),
+    ],
+)
+def test_parity_failures_are_typed(outputs, tolerance, labels, kind) -> None:
+    result = compare_outputs("fp32", [_logits()], outputs, labels, tolerance, 0.01)
+    if kind is None:
+        assert result.passed, result.failures
+    else:
+        assert not result.passed and kind in {f.kind for f in result.failures}
+
+
+def test_benchmark_rows_are_consistent(tiny_recipe: Recipe, fp32: ModelArtifact) -> None:
+    features = np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32)
+    spec = tiny_recipe.benchmark.model_copy(
+        update={"warmup": 2, "iterations": 20, "batch_sizes": [1, 4]}
+    )
+    rows = bench_variant(fp32, "CPUExecutionProvider", features, spec)
+    assert [r.batch_size for r in rows] == [1, 4]
+    for row in rows:
+        assert row.status == "ok"
+        assert 0 < row.p50_ms <= row.p90_ms <= row.p99_ms
+        assert row.throughput == pytest.approx(row.batch_size * 1000 / row.mean_ms)
+        assert row.size_bytes == fp32.size_bytes and row.session_ms > 0
+
+
+def test_unavailable_provider_is_skipped_with_reason(
+    tiny_recipe: Recipe, fp32: ModelArtifact
+) -> None:
+    rows = bench_variant(
+        fp32, "CUDAExecutionProvider", np.zeros((2, 1, 8, 8), np.float32), tiny_recipe.benchmark
+    )
+    assert {r.status for r in rows} == {"skipped"}
+    assert "CUDAExecutionProvider is not in this onnxruntime" in rows[0].reason
+
+
+def test_rejecting_provider_is_unsupported(
+    tiny_recipe: Recipe, fp32: ModelArtifact, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not onnx")
+    artifact = fp32.model_copy(update={"path": str(broken)})
+    rows = bench_variant(
+        artifact, "CPUExecutionProvider", np.zeros((2, 1, 8, 8), np.float32), tiny_recipe.benchmark
+    )
+    assert {r.status for r in rows} == {"unsupported"} and "rejected" in rows[0].reason
+
+
+def test_latency_stats_percentiles_are_ordered() -> None:
+    stats = latency_stats(lambda: sum(range(1000)), warmup=1, iterations=30, batch=2)
+    assert stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"]
