@@ -6,7 +6,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from onnxforge.records import Registration, VariantBuild, built_artifacts, passing_artifacts
-from tasks.benchmark import benchmark_baseline, benchmark_provider
+from tasks.benchmark import benchmark_baseline, benchmark_provider, benchmark_report
 from tasks.export import export
 from tasks.parity import validate_parity
 from tasks.prepare import close_run, open_run, validate_recipe
@@ -38,6 +38,7 @@ def onnx_pipeline(
         bench = benchmark_baseline(recipe, trained, context)
         for provider in recipe.benchmark.providers:
             bench += benchmark_provider(recipe, passing, provider, context)
+        bench = benchmark_report(recipe, bench, parity, context)
         registration = register(recipe, trained, artifacts, parity, bench, context)
         publish_summary(trained, builds, parity, bench, registration, context)
     except BaseException:

@@ -1,39 +1,56 @@
-"""Latency of each variant on a provider, and of the source framework as the baseline."""
+"""Latency of each variant on a provider, and of the source framework as the baseline.
+
+Every measurement runs in a fresh process (onnxforge.bench_worker), one at a time on the
+machine (a file lock in the state folder), so measurements do not disturb each other.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from onnxforge.providers import PROVIDERS
 from onnxforge.recipe import BenchmarkSpec, Recipe
-from onnxforge.records import BenchResult, ModelArtifact
-from onnxforge.runtime import ProviderRejected, make_session
+from onnxforge.records import BenchResult, ModelArtifact, write_atomically
 from onnxforge.variants import VARIANTS
+
+MIN_BUDGET_ITERATIONS = 10
+MEASURE_TIMEOUT_S = 900
 
 
 def latency_stats(
-    call: Callable[[], Any], warmup: int, iterations: int, batch: int
+    call: Callable[[], Any], warmup: int, iterations: int, batch: int,
+    time_budget_s: float | None = None,
 ) -> dict[str, float]:
-    """Warm up, then time `iterations` calls: percentiles, mean and items per second."""
+    """Warm up, then time `iterations` calls (or as many as fit the time budget)."""
     for _ in range(warmup):
         call()
-    timings = np.empty(iterations)
-    for index in range(iterations):
+    timings: list[float] = []
+    deadline = time.perf_counter() + time_budget_s if time_budget_s else None
+    while True:
         started = time.perf_counter()
         call()
-        timings[index] = (time.perf_counter() - started) * 1000.0
-    p50, p90, p99 = np.percentile(timings, [50, 90, 99])
-    mean = float(timings.mean())
+        timings.append((time.perf_counter() - started) * 1000.0)
+        if deadline is None and len(timings) >= iterations:
+            break
+        if deadline is not None and time.perf_counter() >= deadline:
+            if len(timings) >= MIN_BUDGET_ITERATIONS:
+                break
+    values = np.asarray(timings)
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    mean, std = float(values.mean()), float(values.std())
     return {
-        "p50_ms": float(p50),
-        "p90_ms": float(p90),
-        "p99_ms": float(p99),
-        "mean_ms": mean,
-        "throughput": batch * 1000.0 / mean,
+        "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": mean,
+        "std_ms": std, "cv": std / mean if mean else 0.0, "throughput": batch * 1000.0 / mean,
+        "iterations": len(values),
     }
 
 
@@ -43,84 +60,88 @@ def make_batch(features: np.ndarray, batch_size: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([features] * reps)[:batch_size])
 
 
+def measure_isolated(request: dict[str, Any], lock_path: Path) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter while holding the machine-wide lock."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        completed = subprocess.run(
+            [sys.executable, "-m", "onnxforge.bench_worker"], input=json.dumps(request),
+            capture_output=True, text=True, timeout=MEASURE_TIMEOUT_S,
+        )
+    lines = completed.stdout.strip().splitlines()
+    if completed.returncode != 0 or not lines:
+        tail = completed.stderr.strip().splitlines()[-1:] or ["no output"]
+        return {"ok": False, "error": f"worker exited {completed.returncode}: {tail[0][:300]}"}
+    return json.loads(lines[-1])
+
+
+def _request(spec: BenchmarkSpec, features: Path, batch_size: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "features": str(features), "batch_size": batch_size, "warmup": spec.warmup,
+        "iterations": spec.iterations, "time_budget_s": spec.time_budget_s,
+        "intra_op_threads": spec.intra_op_threads, "inter_op_threads": spec.inter_op_threads,
+        **extra,
+    }
+
+
+def _row(base: dict[str, Any], spec: BenchmarkSpec, size: int, result: dict[str, Any]) -> BenchResult:
+    threads = {"intra_op_threads": spec.intra_op_threads, "inter_op_threads": spec.inter_op_threads}
+    if not result["ok"]:
+        return BenchResult(**base, **threads, batch_size=size, status="unsupported", reason=result["error"])
+    numbers = {k: v for k, v in result.items() if k != "ok"}
+    return BenchResult(**base, **threads, batch_size=size, status="ok", **numbers)
+
+
 def bench_variant(
-    artifact: ModelArtifact, provider: str, features: np.ndarray, spec: BenchmarkSpec
+    artifact: ModelArtifact, provider: str, features: Path, spec: BenchmarkSpec, lock_path: Path
 ) -> list[BenchResult]:
     """One row per batch size: ok with timings, skipped (unavailable) or unsupported (rejected)."""
     provider_spec = PROVIDERS[provider]
     base = {"variant": artifact.variant, "provider": provider, "size_bytes": artifact.size_bytes}
-    reason = provider_spec.unavailable_reason()
-    status = "skipped"
+    reason, status = provider_spec.unavailable_reason(), "skipped"
     if reason is None and not provider_spec.can_run(VARIANTS[artifact.variant].device):
-        reason, status = (
-            f"{artifact.variant} is a GPU variant; {provider} has no kernels for it",
-            "unsupported",
-        )
-    session = None
-    if reason is None:
-        started = time.perf_counter()
-        try:
-            session = make_session(
-                artifact.path, provider, spec.intra_op_threads, spec.inter_op_threads
-            )
-        except ProviderRejected as error:
-            reason, status = str(error), "unsupported"
-        session_ms = (time.perf_counter() - started) * 1000.0
-    if session is None:
-        return [
-            BenchResult(**base, batch_size=size, status=status, reason=reason or "")
-            for size in spec.batch_sizes
-        ]
-    input_name = session.get_inputs()[0].name
+        reason, status = f"{artifact.variant} is a GPU variant; {provider} has no kernels for it", "unsupported"
+    if reason is not None:
+        return [BenchResult(**base, batch_size=s, status=status, reason=reason) for s in spec.batch_sizes]
     rows = []
     for size in spec.batch_sizes:
-        feed = {input_name: make_batch(features, size)}
-        stats = latency_stats(
-            lambda f=feed: session.run(None, f), spec.warmup, spec.iterations, size
-        )
-        rows.append(
-            BenchResult(**base, batch_size=size, status="ok", session_ms=session_ms, **stats)
-        )
+        request = _request(spec, features, size, kind="onnx", path=artifact.path, provider=provider)
+        rows.append(_row(base, spec, size, measure_isolated(request, lock_path)))
     return rows
 
 
-def bench_framework(recipe: Recipe, checkpoint: str) -> list[BenchResult]:
-    """The source model in its own framework, timed by the same loop as the ONNX variants."""
-    from onnxforge.adapters import get_adapter
-    from onnxforge.datasets import load_splits
-    from onnxforge.training import load_source_model
-
+def bench_framework(recipe: Recipe, checkpoint: str, features: Path, lock_path: Path) -> list[BenchResult]:
+    """The source model in its own framework, timed by the same harness as the ONNX variants."""
     spec = recipe.benchmark
-    splits = load_splits(recipe.dataset)
-    model = load_source_model(recipe, checkpoint, splits)
-    adapter = get_adapter(recipe.model.framework)
+    base = {"variant": f"{recipe.model.framework}-eager", "provider": "framework"}
     rows = []
     for size in spec.batch_sizes:
-        call = adapter.latency_callable(
-            model, make_batch(splits.x_test, size), spec.intra_op_threads
+        request = _request(
+            spec, features, size, kind="framework", checkpoint=checkpoint,
+            recipe=recipe.model_dump(mode="json", by_alias=True),
         )
-        stats = latency_stats(call, spec.warmup, spec.iterations, size)
-        rows.append(
-            BenchResult(
-                variant=f"{recipe.model.framework}-eager",
-                provider="framework",
-                batch_size=size,
-                status="ok",
-                **stats,
-            )
-        )
+        rows.append(_row(base, spec, size, measure_isolated(request, lock_path)))
     return rows
 
 
-def bench_provider(
-    recipe: Recipe, artifacts: list[ModelArtifact], provider: str
-) -> list[BenchResult]:
-    """Every given variant on one provider, one after another (never concurrently)."""
+def benchmark_inputs(recipe: Recipe, work_dir: Path) -> Path:
+    """The test split's features as a .npy file that every measurement process reads."""
     from onnxforge.datasets import load_splits
 
-    features = load_splits(recipe.dataset).x_test
+    path = work_dir / "bench_features.npy"
+    if not path.exists():
+        features = load_splits(recipe.dataset).x_test
+        write_atomically(path, lambda temp: np.save(temp, features, allow_pickle=False))
+    return path
+
+
+def with_speedups(rows: list[BenchResult]) -> list[BenchResult]:
+    """Each ok row with its speedup against the framework baseline at the same batch size."""
+    baseline = {r.batch_size: r.p50_ms for r in rows if r.provider == "framework" and r.status == "ok"}
     return [
-        row
-        for artifact in artifacts
-        for row in bench_variant(artifact, provider, features, recipe.benchmark)
+        row.model_copy(update={"speedup": baseline[row.batch_size] / row.p50_ms})
+        if row.status == "ok" and row.batch_size in baseline and row.p50_ms
+        else row
+        for row in rows
     ]

@@ -78,12 +78,19 @@ class BenchResult(Record):
     status: str
     reason: str = ""
     size_bytes: int | None = None
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
     session_ms: float | None = None
+    iterations: int | None = None
     p50_ms: float | None = None
     p90_ms: float | None = None
     p99_ms: float | None = None
     mean_ms: float | None = None
+    std_ms: float | None = None
+    cv: float | None = None  # coefficient of variation: std / mean
     throughput: float | None = None  # items per second
+    peak_rss_increase_mb: float | None = None
+    speedup: float | None = None  # framework baseline p50 / this p50, same batch size
 
 
 class Registration(Record):

@@ -149,7 +149,7 @@ def register_best(
     champion = _current_champion(mlflow_client, name)
     version = mlflow.register_model(f"models:/{model_id}", name, tags=tags)
     mlflow_client.set_registered_model_alias(name, CHALLENGER, version.version)
-    move, reason = promotion_decision(recipe, objective_value, accuracy, champion)
+    move, reason = promotion_decision(recipe, objective_value, accuracy, champion, tags)
     if move:
         mlflow_client.set_registered_model_alias(name, CHAMPION, version.version)
     mlflow_client.set_model_version_tag(name, version.version, "promotion", reason)
@@ -173,11 +173,16 @@ def _current_champion(mlflow_client: Any, name: str) -> Any | None:
 
 
 def promotion_decision(
-    recipe: Recipe, objective_value: float, accuracy: float | None, champion: Any | None
+    recipe: Recipe, objective_value: float, accuracy: float | None, champion: Any | None,
+    candidate_tags: dict[str, str],
 ) -> tuple[bool, str]:
-    """Move champion when there is none, or when the candidate beats it within the accuracy budget."""
+    """Move champion when there is none, or when the candidate beats it within the accuracy budget
+    and is not slower than it by more than the regression margin on any shared provider/batch."""
     if champion is None:
         return True, "no champion yet"
+    regression = latency_regression(candidate_tags, champion, recipe.registry.regression_margin)
+    if regression:
+        return False, regression
     key = objective_key(recipe)
     if champion.tags.get("objective") != key or "objective_value" not in champion.tags:
         return False, f"champion v{champion.version} was not measured on {key}; promote it by hand"
@@ -200,6 +205,20 @@ def promotion_decision(
         True,
         f"{key} {objective_value:.4g} beats champion v{champion.version}'s {champion_value:.4g}",
     )
+
+
+def latency_regression(candidate_tags: dict[str, str], champion: Any, margin: float) -> str:
+    """Why the candidate is a latency regression against the champion, or '' when it is not."""
+    slower = []
+    for key, value in sorted(candidate_tags.items()):
+        if key.startswith("p50_ms.") and key in champion.tags:
+            mine, theirs = float(value), float(champion.tags[key])
+            if mine > theirs * (1 + margin):
+                slower.append(f"{key} {mine:.4g} vs {theirs:.4g} (+{mine / theirs - 1:.0%})")
+    if not slower:
+        return ""
+    return (f"slower than champion v{champion.version} by more than {margin:.0%}: "
+            + ", ".join(slower))
 
 
 def code_commit() -> str:

@@ -1,15 +1,24 @@
-"""Benchmark tasks: one per provider, and one for the source framework's baseline."""
+"""Benchmark tasks: one per provider, the framework baseline, and the readable report."""
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
+
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from onnxforge.benchmark import bench_framework, bench_provider
+from onnxforge.bench_report import bench_table, plot_accuracy_latency, plot_latency, write_tables
+from onnxforge.benchmark import bench_framework, bench_variant, benchmark_inputs, with_speedups
 from onnxforge.metrics import bench_metrics
 from onnxforge.recipe import Recipe
-from onnxforge.records import BenchResult, ModelArtifact, TrainResult
-from onnxforge.tracking import RunContext, log_metrics
+from onnxforge.records import BenchResult, ModelArtifact, ParityResult, TrainResult
+from onnxforge.tracking import RunContext, client, log_metrics, state_dir
+
+
+def _lock() -> Path:
+    return state_dir() / "bench.lock"
 
 
 @task(name="benchmark-provider", cache_policy=NO_CACHE, task_run_name="benchmark-{provider}")
@@ -17,23 +26,48 @@ def benchmark_provider(
     recipe: Recipe, artifacts: list[ModelArtifact], provider: str, context: RunContext
 ) -> list[BenchResult]:
     """Every passing variant on one provider; unavailable or rejecting providers are rows too."""
-    rows = bench_provider(recipe, artifacts, provider)
-    log_metrics(context, bench_metrics(rows))
+    features = benchmark_inputs(recipe, Path(context.work_dir))
+    rows = [
+        row
+        for artifact in artifacts
+        for row in bench_variant(artifact, provider, features, recipe.benchmark, _lock())
+    ]
     for row in rows:
         if row.status != "ok":
-            get_run_logger().warning(
-                "%s on %s: %s (%s)", row.variant, provider, row.status, row.reason
-            )
+            get_run_logger().warning("%s on %s: %s (%s)", row.variant, provider, row.status, row.reason)
     return rows
 
 
 @task(name="benchmark-baseline", cache_policy=NO_CACHE)
-def benchmark_baseline(
-    recipe: Recipe, trained: TrainResult, context: RunContext
-) -> list[BenchResult]:
-    """The source framework's own latency, measured by the same loop."""
+def benchmark_baseline(recipe: Recipe, trained: TrainResult, context: RunContext) -> list[BenchResult]:
+    """The source framework's own latency, measured by the same harness."""
     if not recipe.benchmark.baseline:
         return []
-    rows = bench_framework(recipe, trained.checkpoint)
+    features = benchmark_inputs(recipe, Path(context.work_dir))
+    return bench_framework(recipe, trained.checkpoint, features, _lock())
+
+
+@task(name="benchmark-report", cache_policy=NO_CACHE)
+def benchmark_report(
+    recipe: Recipe, rows: list[BenchResult], parity: list[ParityResult], context: RunContext
+) -> list[BenchResult]:
+    """Speedups, metrics, CSV/JSON table and PNG plots to MLflow; table and plots to Prefect."""
+    rows = with_speedups(rows)
     log_metrics(context, bench_metrics(rows))
+    out_dir = Path(context.work_dir) / "benchmark"
+    table = bench_table(rows, parity)
+    objective = recipe.registry.objective
+    plots = [
+        plot_latency(rows, out_dir / "latency_by_batch.png"),
+        plot_accuracy_latency(rows, parity, objective.provider, objective.batch_size,
+                              out_dir / "accuracy_vs_latency.png"),
+    ]
+    mlflow_client = client(context.tracking_uri)
+    for path in [*write_tables(table, out_dir), *plots]:
+        mlflow_client.log_artifact(context.run_id, str(path), "benchmark")
+    create_table_artifact(table, key="onnxforge-benchmark", description="variant x provider x batch")
+    images = "\n\n".join(
+        f"![{p.stem}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})" for p in plots
+    )
+    create_markdown_artifact(images, key="onnxforge-benchmark-plots", description="benchmark plots")
     return rows

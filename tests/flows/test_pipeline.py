@@ -84,6 +84,16 @@ def test_pipeline_registers_then_refuses_an_impossible_tolerance(
     )
     assert {m.name for m in logged} == {"fp32", "simplified", "int8-dynamic"}
 
+    bench_files = {a.path for a in client.list_artifacts(run.info.run_id, "benchmark")}
+    assert bench_files == {
+        "benchmark/bench.csv", "benchmark/bench.json", "benchmark/latency_by_batch.png",
+        "benchmark/accuracy_vs_latency.png",
+    }
+    assert metrics["bench.fp32.cpu.bs16.speedup"] > 0
+    table = Artifact.get("onnxforge-benchmark")
+    assert table is not None and "CUDAExecutionProvider" in table.data and "skipped" in table.data
+    assert Artifact.get("onnxforge-benchmark-plots") is not None
+
     summary = Artifact.get("onnxforge-summary")
     assert summary is not None and "| int8-dynamic |" in summary.data
     assert Artifact.get("onnxforge-mlflow-run") is not None
