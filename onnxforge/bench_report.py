@@ -10,8 +10,19 @@ from typing import Any
 from onnxforge.records import BenchResult, ParityResult, write_atomically
 
 COLUMNS = (
-    "variant", "provider", "batch_size", "status", "p50_ms", "p99_ms", "throughput", "speedup",
-    "size_bytes", "parity", "cv", "peak_rss_increase_mb", "reason",
+    "variant",
+    "provider",
+    "batch_size",
+    "status",
+    "p50_ms",
+    "p99_ms",
+    "throughput",
+    "speedup",
+    "size_bytes",
+    "parity",
+    "cv",
+    "peak_rss_increase_mb",
+    "reason",
 )
 
 
@@ -21,7 +32,9 @@ def bench_table(rows: list[BenchResult], parity: list[ParityResult]) -> list[dic
     table = []
     for row in rows:
         record = {name: getattr(row, name, None) for name in COLUMNS if name != "parity"}
-        record["parity"] = "baseline" if row.provider == "framework" else status.get(row.variant, "-")
+        record["parity"] = (
+            "baseline" if row.provider == "framework" else status.get(row.variant, "-")
+        )
         table.append({name: record[name] for name in COLUMNS})
     return table
 
@@ -36,7 +49,9 @@ def write_tables(table: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             writer.writerows(table)
 
     csv_path = write_atomically(out_dir / "bench.csv", write_csv)
-    json_path = write_atomically(out_dir / "bench.json", lambda t: t.write_text(json.dumps(table, indent=2)))
+    json_path = write_atomically(
+        out_dir / "bench.json", lambda t: t.write_text(json.dumps(table, indent=2))
+    )
     return [csv_path, json_path]
 
 
@@ -55,8 +70,11 @@ def plot_latency(rows: list[BenchResult], path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     series = sorted({(r.variant, r.provider) for r in rows if r.status == "ok"})
     for variant, provider in series:
-        points = sorted((r.batch_size, r.p50_ms) for r in rows
-                        if (r.variant, r.provider, r.status) == (variant, provider, "ok"))
+        points = sorted(
+            (r.batch_size, r.p50_ms)
+            for r in rows
+            if (r.variant, r.provider, r.status) == (variant, provider, "ok")
+        )
         axes.plot(*zip(*points, strict=True), marker="o", label=f"{variant} / {provider}")
     axes.set(xlabel="batch size", ylabel="p50 latency (ms)", title="Latency by batch size")
     axes.set_xscale("log", base=2)
@@ -84,8 +102,11 @@ def plot_accuracy_latency(
         elif row.provider == provider and row.variant in accuracy:
             axes.scatter(row.p50_ms, accuracy[row.variant])
             axes.annotate(row.variant, (row.p50_ms, accuracy[row.variant]), fontsize=8)
-    axes.set(xlabel=f"p50 latency (ms), {provider}, batch {batch_size}", ylabel="test accuracy",
-             title="Accuracy against latency")
+    axes.set(
+        xlabel=f"p50 latency (ms), {provider}, batch {batch_size}",
+        ylabel="test accuracy",
+        title="Accuracy against latency",
+    )
     figure.tight_layout()
     write_atomically(path, lambda temp: figure.savefig(temp, format="png", dpi=100))
     plt.close(figure)

@@ -26,7 +26,9 @@ def _onnx_call(request: dict[str, Any], batch: np.ndarray) -> Any:
     from onnxforge.runtime import make_session
 
     session = make_session(
-        request["path"], request["provider"], request["intra_op_threads"],
+        request["path"],
+        request["provider"],
+        request["intra_op_threads"],
         request["inter_op_threads"],
     )
     feed = {session.get_inputs()[0].name: batch}
@@ -55,7 +57,10 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     call = make_call(request, batch)
     session_ms = (time.perf_counter() - started) * 1000.0
     stats = latency_stats(
-        call, request["warmup"], request["iterations"], request["batch_size"],
+        call,
+        request["warmup"],
+        request["iterations"],
+        request["batch_size"],
         request.get("time_budget_s"),
     )
     return {**stats, "session_ms": session_ms, "peak_rss_increase_mb": _peak_rss_mb() - rss_before}

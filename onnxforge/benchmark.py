@@ -27,7 +27,10 @@ MEASURE_TIMEOUT_S = 900
 
 
 def latency_stats(
-    call: Callable[[], Any], warmup: int, iterations: int, batch: int,
+    call: Callable[[], Any],
+    warmup: int,
+    iterations: int,
+    batch: int,
     time_budget_s: float | None = None,
 ) -> dict[str, float]:
     """Warm up, then time `iterations` calls (or as many as fit the time budget)."""
@@ -48,8 +51,13 @@ def latency_stats(
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
     mean, std = float(values.mean()), float(values.std())
     return {
-        "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": mean,
-        "std_ms": std, "cv": std / mean if mean else 0.0, "throughput": batch * 1000.0 / mean,
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "mean_ms": mean,
+        "std_ms": std,
+        "cv": std / mean if mean else 0.0,
+        "throughput": batch * 1000.0 / mean,
         "iterations": len(values),
     }
 
@@ -66,8 +74,11 @@ def measure_isolated(request: dict[str, Any], lock_path: Path) -> dict[str, Any]
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         completed = subprocess.run(
-            [sys.executable, "-m", "onnxforge.bench_worker"], input=json.dumps(request),
-            capture_output=True, text=True, timeout=MEASURE_TIMEOUT_S,
+            [sys.executable, "-m", "onnxforge.bench_worker"],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=MEASURE_TIMEOUT_S,
         )
     lines = completed.stdout.strip().splitlines()
     if completed.returncode != 0 or not lines:
@@ -78,17 +89,25 @@ def measure_isolated(request: dict[str, Any], lock_path: Path) -> dict[str, Any]
 
 def _request(spec: BenchmarkSpec, features: Path, batch_size: int, **extra: Any) -> dict[str, Any]:
     return {
-        "features": str(features), "batch_size": batch_size, "warmup": spec.warmup,
-        "iterations": spec.iterations, "time_budget_s": spec.time_budget_s,
-        "intra_op_threads": spec.intra_op_threads, "inter_op_threads": spec.inter_op_threads,
+        "features": str(features),
+        "batch_size": batch_size,
+        "warmup": spec.warmup,
+        "iterations": spec.iterations,
+        "time_budget_s": spec.time_budget_s,
+        "intra_op_threads": spec.intra_op_threads,
+        "inter_op_threads": spec.inter_op_threads,
         **extra,
     }
 
 
-def _row(base: dict[str, Any], spec: BenchmarkSpec, size: int, result: dict[str, Any]) -> BenchResult:
+def _row(
+    base: dict[str, Any], spec: BenchmarkSpec, size: int, result: dict[str, Any]
+) -> BenchResult:
     threads = {"intra_op_threads": spec.intra_op_threads, "inter_op_threads": spec.inter_op_threads}
     if not result["ok"]:
-        return BenchResult(**base, **threads, batch_size=size, status="unsupported", reason=result["error"])
+        return BenchResult(
+            **base, **threads, batch_size=size, status="unsupported", reason=result["error"]
+        )
     numbers = {k: v for k, v in result.items() if k != "ok"}
     return BenchResult(**base, **threads, batch_size=size, status="ok", **numbers)
 
@@ -101,9 +120,15 @@ def bench_variant(
     base = {"variant": artifact.variant, "provider": provider, "size_bytes": artifact.size_bytes}
     reason, status = provider_spec.unavailable_reason(), "skipped"
     if reason is None and not provider_spec.can_run(VARIANTS[artifact.variant].device):
-        reason, status = f"{artifact.variant} is a GPU variant; {provider} has no kernels for it", "unsupported"
+        reason, status = (
+            f"{artifact.variant} is a GPU variant; {provider} has no kernels for it",
+            "unsupported",
+        )
     if reason is not None:
-        return [BenchResult(**base, batch_size=s, status=status, reason=reason) for s in spec.batch_sizes]
+        return [
+            BenchResult(**base, batch_size=s, status=status, reason=reason)
+            for s in spec.batch_sizes
+        ]
     rows = []
     for size in spec.batch_sizes:
         request = _request(spec, features, size, kind="onnx", path=artifact.path, provider=provider)
@@ -111,14 +136,20 @@ def bench_variant(
     return rows
 
 
-def bench_framework(recipe: Recipe, checkpoint: str, features: Path, lock_path: Path) -> list[BenchResult]:
+def bench_framework(
+    recipe: Recipe, checkpoint: str, features: Path, lock_path: Path
+) -> list[BenchResult]:
     """The source model in its own framework, timed by the same harness as the ONNX variants."""
     spec = recipe.benchmark
     base = {"variant": f"{recipe.model.framework}-eager", "provider": "framework"}
     rows = []
     for size in spec.batch_sizes:
         request = _request(
-            spec, features, size, kind="framework", checkpoint=checkpoint,
+            spec,
+            features,
+            size,
+            kind="framework",
+            checkpoint=checkpoint,
             recipe=recipe.model_dump(mode="json", by_alias=True),
         )
         rows.append(_row(base, spec, size, measure_isolated(request, lock_path)))
@@ -138,7 +169,9 @@ def benchmark_inputs(recipe: Recipe, work_dir: Path) -> Path:
 
 def with_speedups(rows: list[BenchResult]) -> list[BenchResult]:
     """Each ok row with its speedup against the framework baseline at the same batch size."""
-    baseline = {r.batch_size: r.p50_ms for r in rows if r.provider == "framework" and r.status == "ok"}
+    baseline = {
+        r.batch_size: r.p50_ms for r in rows if r.provider == "framework" and r.status == "ok"
+    }
     return [
         row.model_copy(update={"speedup": baseline[row.batch_size] / row.p50_ms})
         if row.status == "ok" and row.batch_size in baseline and row.p50_ms

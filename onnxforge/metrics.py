@@ -9,8 +9,16 @@ from onnxforge.records import BenchResult, ParityResult
 
 PARITY_FIELDS = ("max_abs_err", "mean_abs_err", "top1_agreement", "accuracy", "source_accuracy")
 BENCH_FIELDS = (
-    "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv", "throughput", "session_ms",
-    "peak_rss_increase_mb", "speedup",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "std_ms",
+    "cv",
+    "throughput",
+    "session_ms",
+    "peak_rss_increase_mb",
+    "speedup",
 )
 
 

@@ -170,7 +170,9 @@ class BenchmarkSpec(Strict):
     batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 16])
     warmup: int = Field(10, ge=0)
     iterations: int = Field(50, ge=1)
-    time_budget_s: float | None = Field(None, gt=0)  # when set: time this long instead of `iterations`
+    time_budget_s: float | None = Field(
+        None, gt=0
+    )  # when set: time this long instead of `iterations`
     intra_op_threads: int | None = Field(None, ge=1)
     inter_op_threads: int = Field(1, ge=1)
     baseline: bool = True
@@ -191,7 +193,9 @@ class RegisterSpec(Strict):
     model_name: str = Field(pattern=MODEL_NAME_PATTERN)
     objective: Objective = Field(default_factory=Objective)
     champion_accuracy_budget: float = Field(0.005, ge=0, le=1)
-    regression_margin: float = Field(0.10, ge=0)  # champion stays if the candidate is this much slower
+    regression_margin: float = Field(
+        0.10, ge=0
+    )  # champion stays if the candidate is this much slower
 
 
 class MlflowSpec(Strict):

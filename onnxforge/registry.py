@@ -173,7 +173,10 @@ def _current_champion(mlflow_client: Any, name: str) -> Any | None:
 
 
 def promotion_decision(
-    recipe: Recipe, objective_value: float, accuracy: float | None, champion: Any | None,
+    recipe: Recipe,
+    objective_value: float,
+    accuracy: float | None,
+    champion: Any | None,
     candidate_tags: dict[str, str],
 ) -> tuple[bool, str]:
     """Move champion when there is none, or when the candidate beats it within the accuracy budget
@@ -217,8 +220,9 @@ def latency_regression(candidate_tags: dict[str, str], champion: Any, margin: fl
                 slower.append(f"{key} {mine:.4g} vs {theirs:.4g} (+{mine / theirs - 1:.0%})")
     if not slower:
         return ""
-    return (f"slower than champion v{champion.version} by more than {margin:.0%}: "
-            + ", ".join(slower))
+    return f"slower than champion v{champion.version} by more than {margin:.0%}: " + ", ".join(
+        slower
+    )
 
 
 def code_commit() -> str:

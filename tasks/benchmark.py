@@ -34,12 +34,16 @@ def benchmark_provider(
     ]
     for row in rows:
         if row.status != "ok":
-            get_run_logger().warning("%s on %s: %s (%s)", row.variant, provider, row.status, row.reason)
+            get_run_logger().warning(
+                "%s on %s: %s (%s)", row.variant, provider, row.status, row.reason
+            )
     return rows
 
 
 @task(name="benchmark-baseline", cache_policy=NO_CACHE)
-def benchmark_baseline(recipe: Recipe, trained: TrainResult, context: RunContext) -> list[BenchResult]:
+def benchmark_baseline(
+    recipe: Recipe, trained: TrainResult, context: RunContext
+) -> list[BenchResult]:
     """The source framework's own latency, measured by the same harness."""
     if not recipe.benchmark.baseline:
         return []
@@ -59,15 +63,23 @@ def benchmark_report(
     objective = recipe.registry.objective
     plots = [
         plot_latency(rows, out_dir / "latency_by_batch.png"),
-        plot_accuracy_latency(rows, parity, objective.provider, objective.batch_size,
-                              out_dir / "accuracy_vs_latency.png"),
+        plot_accuracy_latency(
+            rows,
+            parity,
+            objective.provider,
+            objective.batch_size,
+            out_dir / "accuracy_vs_latency.png",
+        ),
     ]
     mlflow_client = client(context.tracking_uri)
     for path in [*write_tables(table, out_dir), *plots]:
         mlflow_client.log_artifact(context.run_id, str(path), "benchmark")
-    create_table_artifact(table, key="onnxforge-benchmark", description="variant x provider x batch")
+    create_table_artifact(
+        table, key="onnxforge-benchmark", description="variant x provider x batch"
+    )
     images = "\n\n".join(
-        f"![{p.stem}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})" for p in plots
+        f"![{p.stem}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
+        for p in plots
     )
     create_markdown_artifact(images, key="onnxforge-benchmark-plots", description="benchmark plots")
     return rows

@@ -86,7 +86,9 @@ def test_pipeline_registers_then_refuses_an_impossible_tolerance(
 
     bench_files = {a.path for a in client.list_artifacts(run.info.run_id, "benchmark")}
     assert bench_files == {
-        "benchmark/bench.csv", "benchmark/bench.json", "benchmark/latency_by_batch.png",
+        "benchmark/bench.csv",
+        "benchmark/bench.json",
+        "benchmark/latency_by_batch.png",
         "benchmark/accuracy_vs_latency.png",
     }
     assert metrics["bench.fp32.cpu.bs16.speedup"] > 0

@@ -33,7 +33,10 @@ def test_accuracy_drop_beyond_budget_stays(digits_recipe) -> None:
 
 def test_regression_on_another_batch_size_stays(digits_recipe) -> None:
     old = champion(**{"p50_ms.CPUExecutionProvider.bs16": "2.0"})
-    candidate = {"p50_ms.CPUExecutionProvider.bs16": "2.3", "p50_ms.CPUExecutionProvider.bs1": "0.5"}
+    candidate = {
+        "p50_ms.CPUExecutionProvider.bs16": "2.3",
+        "p50_ms.CPUExecutionProvider.bs1": "0.5",
+    }
     moved, reason = promotion_decision(digits_recipe, 0.5, 0.97, old, candidate)
     assert not moved
     assert reason == (
@@ -43,10 +46,14 @@ def test_regression_on_another_batch_size_stays(digits_recipe) -> None:
 
 def test_within_the_margin_is_not_a_regression(digits_recipe) -> None:
     old = champion(**{"p50_ms.CPUExecutionProvider.bs16": "2.0"})
-    moved, _ = promotion_decision(digits_recipe, 0.5, 0.97, old, {"p50_ms.CPUExecutionProvider.bs16": "2.1"})
+    moved, _ = promotion_decision(
+        digits_recipe, 0.5, 0.97, old, {"p50_ms.CPUExecutionProvider.bs16": "2.1"}
+    )
     assert moved
 
 
 def test_champion_measured_on_another_objective_stays(digits_recipe) -> None:
-    moved, reason = promotion_decision(digits_recipe, 0.5, 0.97, champion(objective="size_bytes"), {})
+    moved, reason = promotion_decision(
+        digits_recipe, 0.5, 0.97, champion(objective="size_bytes"), {}
+    )
     assert not moved and "promote it by hand" in reason

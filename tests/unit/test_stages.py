@@ -195,11 +195,18 @@ def test_harness_rows_have_every_field_with_sane_relations(
 def test_framework_baseline_and_speedups(
     tiny_recipe: Recipe, trained: TrainResult, fp32: ModelArtifact, features: Path, tmp_path: Path
 ) -> None:
-    overrides = {**TINY, "benchmark.warmup": "1", "benchmark.iterations": "5", "benchmark.batch_sizes": "[1]"}
+    overrides = {
+        **TINY,
+        "benchmark.warmup": "1",
+        "benchmark.iterations": "5",
+        "benchmark.batch_sizes": "[1]",
+    }
     recipe = load_recipe(DEFAULT_RECIPE, overrides)
     spec = recipe.benchmark
     baseline = bench_framework(recipe, trained.checkpoint, features, tmp_path / "lock")
-    assert [(r.variant, r.provider, r.status) for r in baseline] == [("pytorch-eager", "framework", "ok")], baseline[0].reason
+    assert [(r.variant, r.provider, r.status) for r in baseline] == [
+        ("pytorch-eager", "framework", "ok")
+    ], baseline[0].reason
     onnx_rows = bench_variant(fp32, "CPUExecutionProvider", features, spec, tmp_path / "lock")
     rows = with_speedups(baseline + onnx_rows)
     assert rows[1].speedup == pytest.approx(baseline[0].p50_ms / onnx_rows[0].p50_ms)
@@ -213,7 +220,9 @@ def test_time_budget_replaces_the_iteration_count() -> None:
 def test_unavailable_provider_is_skipped_with_reason(
     tiny_recipe: Recipe, fp32: ModelArtifact, features: Path, tmp_path: Path
 ) -> None:
-    rows = bench_variant(fp32, "CUDAExecutionProvider", features, tiny_recipe.benchmark, tmp_path / "l")
+    rows = bench_variant(
+        fp32, "CUDAExecutionProvider", features, tiny_recipe.benchmark, tmp_path / "l"
+    )
     assert {r.status for r in rows} == {"skipped"}
     assert "CUDAExecutionProvider is not in this onnxruntime" in rows[0].reason
 
@@ -235,7 +244,12 @@ def test_report_tables_and_plots_are_written(
 ) -> None:
     import csv
 
-    from onnxforge.bench_report import bench_table, plot_accuracy_latency, plot_latency, write_tables
+    from onnxforge.bench_report import (
+        bench_table,
+        plot_accuracy_latency,
+        plot_latency,
+        write_tables,
+    )
     from onnxforge.records import ParityResult
 
     spec = tiny_recipe.benchmark.model_copy(update={"warmup": 1, "iterations": 5})
@@ -247,8 +261,10 @@ def test_report_tables_and_plots_are_written(
         read = list(csv.DictReader(handle))
     assert [r["batch_size"] for r in read] == ["1", "16"] and read[0]["parity"] == "pass"
     assert json_path.read_text().startswith("[")
-    for plot in (plot_latency(rows, tmp_path / "out" / "a.png"),
-                 plot_accuracy_latency(rows, parity, "CPUExecutionProvider", 1, tmp_path / "out" / "b.png")):
+    for plot in (
+        plot_latency(rows, tmp_path / "out" / "a.png"),
+        plot_accuracy_latency(rows, parity, "CPUExecutionProvider", 1, tmp_path / "out" / "b.png"),
+    ):
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
