@@ -31,20 +31,31 @@ sys.path.insert(0, str(REPO))
 def stage_rows(recipe_path: str, work: Path) -> tuple[list, list, dict]:
     """Train, export, simplify, quantize, parity and the harness, without Prefect."""
     from onnxforge.benchmark import bench_framework, bench_variant, benchmark_inputs, with_speedups
+    from onnxforge.datasets import load_splits
     from onnxforge.export import export_model
     from onnxforge.parity import check_all
-    from onnxforge.quantize import quantize_model
     from onnxforge.recipe import load_recipe
-    from onnxforge.records import built_artifacts, passing_artifacts
-    from onnxforge.simplify import simplify_model
+    from onnxforge.records import VariantBuild, built_artifacts, parent_for, passing_artifacts
     from onnxforge.training import train_model
+    from onnxforge.variant_build import build_variant
 
     recipe = load_recipe(recipe_path)
+    started = time.perf_counter()
     trained = train_model(recipe, work, lambda *_: None)
+    print(
+        f"trained in {time.perf_counter() - started:.1f} s, test accuracy {trained.test_accuracy:.4f}"
+    )
     fp32 = export_model(recipe, trained.checkpoint, work)
-    simplified = simplify_model(fp32, recipe.simplify, work)
-    int8 = quantize_model(simplified.artifact or fp32, recipe.quantize, work)
-    artifacts = built_artifacts([simplified, int8]) + [fp32]
+    train_features = load_splits(recipe.dataset).x_train
+    builds = [VariantBuild(variant="fp32", artifact=fp32)]
+    for name, settings in recipe.requested_variants():
+        builds.append(build_variant(name, parent_for(name, builds), settings, work, train_features))
+    for build in builds:
+        print(
+            f"  {build.variant}: "
+            + (build.artifact.producer if build.artifact else f"NOT BUILT {build.reason}")
+        )
+    artifacts = built_artifacts(builds)
     parity = check_all(recipe, trained.checkpoint, artifacts)
     features = benchmark_inputs(recipe, work)
     lock = work / "bench.lock"
@@ -52,6 +63,11 @@ def stage_rows(recipe_path: str, work: Path) -> tuple[list, list, dict]:
     for artifact in passing_artifacts(artifacts, parity):
         rows += bench_variant(artifact, "CPUExecutionProvider", features, recipe.benchmark, lock)
     paths = {a.variant: a.path for a in artifacts}
+    for result in parity:
+        print(
+            f"  parity {result.variant}: {'pass' if result.passed else 'FAIL'} acc {result.accuracy} "
+            f"max err {result.max_abs_err} {[f.message for f in result.failures]}"
+        )
     return with_speedups(rows), parity, {"recipe": recipe, "paths": paths, "features": features}
 
 
@@ -119,8 +135,8 @@ def report_speed(rows: list, parity: list, info: dict) -> None:
         )
         for row in sorted(onnx_rows, key=lambda r: r.variant):
             print(f"    {row.variant:14s} {row.p50_ms:.4f} ms  {row.speedup:.2f}x  cv {row.cv:.2f}")
-    accuracy = {p.variant: p.accuracy for p in parity}
-    sizes_bytes = {r.variant: r.size_bytes for r in rows if r.size_bytes}
+    accuracy = {p.variant: p.accuracy for p in parity if p.accuracy is not None}
+    sizes_bytes = {a: Path(p).stat().st_size for a, p in info["paths"].items()}
     print(
         "file size vs fp32: "
         + ", ".join(

@@ -5,16 +5,21 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
-from onnxforge.records import Registration, VariantBuild, built_artifacts, passing_artifacts
+from onnxforge.records import (
+    Registration,
+    VariantBuild,
+    built_artifacts,
+    parent_for,
+    passing_artifacts,
+)
 from tasks.benchmark import benchmark_baseline, benchmark_provider, benchmark_report
 from tasks.export import export
 from tasks.parity import validate_parity
 from tasks.prepare import close_run, open_run, validate_recipe
-from tasks.quantize import quantize
 from tasks.register import register
 from tasks.report import publish_summary
-from tasks.simplify import simplify
 from tasks.train import train
+from tasks.variants import make_variant
 
 DEFAULT_RECIPE = "configs/digits_cnn.yaml"
 
@@ -29,9 +34,9 @@ def onnx_pipeline(
     try:
         trained = train(recipe, context)
         fp32 = export(recipe, trained, context)
-        simplified = simplify(recipe, fp32, context)
-        int8 = quantize(recipe, simplified.artifact or fp32, context)
-        builds = [VariantBuild(variant="fp32", artifact=fp32), simplified, int8]
+        builds = [VariantBuild(variant="fp32", artifact=fp32)]
+        for name, _ in recipe.requested_variants():  # simplify, optimize, quantize, in build order
+            builds.append(make_variant(recipe, name, parent_for(name, builds), context))
         artifacts = built_artifacts(builds)
         parity = validate_parity(recipe, trained, artifacts, context)
         passing = passing_artifacts(artifacts, parity)

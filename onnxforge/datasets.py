@@ -54,9 +54,38 @@ def _load_npz(spec: Any) -> tuple[np.ndarray, np.ndarray]:
         return archive[spec.features], archive[spec.labels]
 
 
+def token_majority(spec: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Which of `classes` marker tokens occurs most often in the second half of a sequence.
+
+    Markers are sprinkled over the first half too, with a different winner there, so a model
+    has to count by position, not just spot or count tokens; the winner leads by exactly one.
+    """
+    rng = np.random.default_rng(spec.seed)
+    markers = np.arange(1, spec.classes + 1)
+    half = spec.seq_len // 2
+    tokens = rng.integers(spec.classes + 1, spec.vocab_size, size=(spec.samples, spec.seq_len))
+    labels = rng.integers(0, spec.classes, size=spec.samples)
+    most = half // spec.classes
+    for row, label in enumerate(labels):
+        for start, winner in (
+            (0, (label + rng.integers(1, spec.classes)) % spec.classes),
+            (half, label),
+        ):
+            counts = rng.integers(0, most, size=spec.classes)
+            counts[winner] = counts.max() + 1
+            slots = start + rng.permutation(half)[: counts.sum()]
+            tokens[row, slots] = np.repeat(markers, counts)
+    return tokens, labels
+
+
+GENERATED_TASKS: dict[str, Callable[[Any], tuple[np.ndarray, np.ndarray]]] = {
+    "token_majority": token_majority,
+}
+
 LOADERS: dict[str, Callable[[Any], tuple[np.ndarray, np.ndarray]]] = {
     "sklearn": _load_sklearn,
     "npz": _load_npz,
+    "generated": lambda spec: GENERATED_TASKS[spec.task](spec),
 }
 
 
@@ -65,8 +94,12 @@ def load_splits(spec: Any) -> Splits:
     from sklearn.model_selection import train_test_split
 
     features, labels = LOADERS[spec.source](spec)
-    features = np.asarray(features, dtype=np.float32) / np.float32(spec.scale)
-    if spec.sample_shape:
+    features = np.asarray(features)
+    if np.issubdtype(features.dtype, np.integer):  # token ids stay integers
+        features = features.astype(np.int64)
+    else:
+        features = features.astype(np.float32) / np.float32(getattr(spec, "scale", 1.0))
+    if getattr(spec, "sample_shape", None):
         features = features.reshape((len(features), *spec.sample_shape))
     labels = np.asarray(labels, dtype=np.int64)
     x_rest, x_test, y_rest, y_test = train_test_split(

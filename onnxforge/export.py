@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from onnxforge.adapters import get_adapter
 from onnxforge.datasets import load_splits
@@ -29,17 +30,39 @@ def export_model(recipe: Recipe, checkpoint: str, out_dir: Path) -> ModelArtifac
             producer = adapter.export(model, example, recipe.export, temp)
         except RuntimeError as error:
             raise StageError("export", str(error), variant="fp32") from None
-        stamp_and_check(temp, producer)
+        stamp_and_check(temp, producer, recipe.export.dynamic_axes)
 
     path = write_atomically(out_dir / "fp32.onnx", write)
     return describe_onnx(path, "fp32", None, producer)
 
 
-def stamp_and_check(path: Path, producer: str) -> None:
-    """Record the producer in the file's metadata, run the full checker and shape inference."""
+def name_dynamic_axes(model: Any, axes: dict[int, str]) -> None:
+    """Give the first input's (and the outputs' batch) symbolic dims the recipe's names; a
+    declared axis that came out fixed is an export error."""
+    graph_input = model.graph.input[0]
+    dims = graph_input.type.tensor_type.shape.dim
+    for index, name in axes.items():
+        if index >= len(dims) or dims[index].HasField("dim_value"):
+            raise StageError(
+                "export",
+                f"export.dynamic_axes: input {graph_input.name!r} dimension {index} ({name}) "
+                "came out fixed in the exported graph",
+                variant="fp32",
+            )
+        dims[index].dim_param = name
+    if 0 in axes:
+        for output in model.graph.output:
+            out_dims = output.type.tensor_type.shape.dim
+            if out_dims and not out_dims[0].HasField("dim_value"):
+                out_dims[0].dim_param = axes[0]
+
+
+def stamp_and_check(path: Path, producer: str, axes: dict[int, str]) -> None:
+    """Record the producer in the metadata, name the dynamic axes, full-check, infer shapes."""
     import onnx
 
     model = onnx.load(str(path))
+    name_dynamic_axes(model, axes)
     entry = next((p for p in model.metadata_props if p.key == EXPORTER_KEY), None)
     if entry is None:
         entry = model.metadata_props.add()

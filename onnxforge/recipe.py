@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -77,7 +78,20 @@ class NpzDataset(SplitSpec):
     _path_exists = field_validator("path")(_existing_file)
 
 
-DatasetSpec = Annotated[SklearnDataset | NpzDataset, Field(discriminator="source")]
+class GeneratedDataset(SplitSpec):
+    """A labelled task generated in code, seeded (see onnxforge/datasets.py for the tasks)."""
+
+    source: Literal["generated"]
+    task: Literal["token_majority"]
+    samples: int = Field(6000, ge=100)
+    seq_len: int = Field(48, ge=8)
+    vocab_size: int = Field(64, ge=16)
+    classes: int = Field(4, ge=2, le=8)
+
+
+DatasetSpec = Annotated[
+    SklearnDataset | NpzDataset | GeneratedDataset, Field(discriminator="source")
+]
 
 
 class ModelSpec(Strict):
@@ -113,29 +127,35 @@ class TrainSpec(Strict):
 
 
 class ExportSpec(Strict):
-    """ONNX export: opset, preferred exporter (falls back to the other), dynamic batch axis."""
+    """ONNX export: opset, preferred exporter (falls back to the other), dynamic axes of the input."""
 
     opset: int = Field(18, ge=13, le=23)
     exporter: Literal["dynamo", "torchscript"] = "dynamo"
     fallback: bool = True
-    dynamic_batch: bool = True
+    # input dimension -> name; each is checked to be symbolic in the exported graph. {} = static.
+    dynamic_axes: dict[
+        Annotated[int, Field(ge=0)], Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]
+    ] = Field(default_factory=lambda: {0: "batch"})
 
 
-class SimplifySpec(Strict):
-    """onnxsim settings; a model over `max_bytes` goes on unsimplified."""
+def _variants_section() -> type[BaseModel]:
+    """The `variants` section, one optional field per registered variant that a maker builds."""
+    fields: dict[str, Any] = {
+        spec.name.replace("-", "_"): (spec.settings | None, Field(None, alias=spec.name))
+        for spec in VARIANTS.values()
+        if spec.make is not None
+    }
+    config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    section = create_model("VariantsSpec", __config__=config, **fields)
+    section.__doc__ = "Which variants to build after the fp32 export, each with its settings."
+    return section
 
-    enabled: bool = True
-    check_n: int = Field(3, ge=0)
-    max_bytes: int = Field(2 * 1024**3 - 1, ge=1)
+
+VariantsSpec = _variants_section()
 
 
-class QuantizeSpec(Strict):
-    """Quantization of the simplified model (int8 dynamic for now)."""
-
-    enabled: bool = True
-    mode: Literal["int8-dynamic"] = "int8-dynamic"
-    weight_type: Literal["QInt8", "QUInt8"] = "QInt8"
-    per_channel: bool = False
+def _default_variants() -> BaseModel:
+    return VariantsSpec(simplified={}, int8_dynamic={})
 
 
 class ParitySpec(Strict):
@@ -212,8 +232,7 @@ class Recipe(Strict):
     model: ModelSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
-    simplify: SimplifySpec = Field(default_factory=SimplifySpec)
-    quantize: QuantizeSpec = Field(default_factory=QuantizeSpec)
+    variants: VariantsSpec = Field(default_factory=_default_variants)  # type: ignore[valid-type]
     parity: ParitySpec = Field(default_factory=ParitySpec)
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
     # 'register' would shadow BaseModel's ABC `register`; recipes still spell the section 'register'.
@@ -238,6 +257,15 @@ class Recipe(Strict):
                 f"benchmark.batch_sizes {self.benchmark.batch_sizes}"
             )
         return self
+
+    def requested_variants(self) -> list[tuple[str, BaseModel]]:
+        """(name, settings) of each variant to build after fp32, in registry (build) order."""
+        chosen = self.variants.model_dump(by_alias=True, exclude_none=True)
+        return [
+            (name, getattr(self.variants, name.replace("-", "_")))
+            for name in VARIANTS
+            if name in chosen
+        ]
 
     def tolerance(self, variant: str) -> Tolerance:
         """The recipe's tolerance for a variant, or the variant's registered default."""
@@ -306,7 +334,7 @@ def describe_validation_error(path: Path, error: ValidationError) -> str:
     loc = [
         f"[{part}]" if isinstance(part, int) else str(part)
         for part in first["loc"]
-        if part not in ("sklearn", "npz")
+        if part not in ("sklearn", "npz", "generated")
     ]
     field = ".".join(loc).replace(".[", "[") or "(top level)"
     message = first["msg"].removeprefix("Value error, ")
@@ -325,10 +353,13 @@ def _allowed_keys(parent_loc: list[str]) -> list[str]:
     model: type[BaseModel] = Recipe
     for part in parent_loc:
         if part == "dataset":  # a union of sources: list what any source accepts
-            return sorted(set(SklearnDataset.model_fields) | set(NpzDataset.model_fields))
-        field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None) if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            sources = (SklearnDataset, NpzDataset, GeneratedDataset)
+            return sorted(set().union(*(source.model_fields for source in sources)))
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        candidates = get_args(field.annotation) or (field.annotation,) if field else ()
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if model is None:
             return []
-        model = annotation
-    return list(model.model_fields)
+    return [field.alias or name for name, field in model.model_fields.items()]

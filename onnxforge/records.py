@@ -52,8 +52,27 @@ class TrainResult(Record):
 class ParityFailure(Record):
     """One broken clause of the parity contract."""
 
-    kind: str  # output_missing | shape_mismatch | non_finite | tolerance_exceeded | top1_below_floor | accuracy_drop
+    # output_missing | shape_mismatch | non_finite | tolerance_exceeded | top1_below_floor |
+    # accuracy_drop | not_run (the variant could not run where parity is measured)
+    kind: str
     message: str
+
+
+class OutputParity(Record):
+    """Error numbers of one output."""
+
+    name: str
+    max_abs_err: float
+    mean_abs_err: float
+    rel_err: float  # max abs error / max |reference|
+
+
+class LayerDrift(Record):
+    """How far one intermediate tensor of a quantized model strays from its float parent."""
+
+    tensor: str
+    node: str
+    sqnr_db: float  # signal-to-quantization-noise ratio; lower drifts more
 
 
 class ParityResult(Record):
@@ -67,6 +86,8 @@ class ParityResult(Record):
     top1_agreement: float | None = None
     accuracy: float | None = None
     source_accuracy: float | None = None
+    per_output: tuple[OutputParity, ...] = ()
+    drifting_layers: tuple[LayerDrift, ...] = ()  # filled for quantized variants that fail
 
 
 class BenchResult(Record):
@@ -158,3 +179,11 @@ def passing_artifacts(
     """The artifacts whose parity passed: the only ones worth benchmarking or registering."""
     passed = {result.variant for result in parity if result.passed}
     return [artifact for artifact in artifacts if artifact.variant in passed]
+
+
+def parent_for(variant: str, builds: list[VariantBuild]) -> ModelArtifact:
+    """The artifact a variant is made from: its registered parent, or the nearest built ancestor."""
+    from onnxforge.variants import buildable_from
+
+    built = {b.variant: b.artifact for b in builds if b.artifact is not None}
+    return built[buildable_from(variant, set(built))]

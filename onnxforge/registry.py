@@ -31,15 +31,20 @@ def log_variant_models(
     from onnxforge.runtime import make_session
 
     client(context.tracking_uri)
+    # Every variant keeps the export's inputs and outputs, so the fp32 export's outputs give the
+    # signature for all (a GPU-only variant need not run here).
+    reference = next(a for a in artifacts if a.variant == "fp32")
+    session = make_session(reference.path, "CPUExecutionProvider")
+    signature = infer_signature(
+        example, session.run(None, {session.get_inputs()[0].name: example})[0]
+    )
     model_ids = {}
     with mlflow.start_run(run_id=context.run_id):
         for artifact in artifacts:
-            session = make_session(artifact.path, "CPUExecutionProvider")
-            outputs = session.run(None, {session.get_inputs()[0].name: example})
             logged = mlflow.onnx.log_model(
                 onnx.load(artifact.path),
                 name=artifact.variant,
-                signature=infer_signature(example, outputs[0]),
+                signature=signature,
                 input_example=example,
                 onnx_execution_providers=["CPUExecutionProvider"],
                 save_as_external_data=False,
@@ -55,31 +60,41 @@ def log_variant_models(
     return model_ids
 
 
+def best_per_provider(
+    recipe: Recipe,
+    artifacts: list[ModelArtifact],
+    parity: list[ParityResult],
+    bench: list[BenchResult],
+) -> dict[str, tuple[str, float]]:
+    """For each benchmarked provider: the passing variant with the lowest objective value."""
+    objective = recipe.registry.objective
+    passed = {p.variant for p in parity if p.passed}
+    sizes = {a.variant: float(a.size_bytes) for a in artifacts}
+    best: dict[str, tuple[str, float]] = {}
+    for row in bench:
+        if row.status != "ok" or row.variant not in passed:
+            continue
+        if objective.metric == "size_bytes":
+            value = sizes[row.variant]
+        elif row.batch_size == objective.batch_size:
+            value = float(getattr(row, objective.metric))
+        else:
+            continue
+        if row.provider not in best or value < best[row.provider][1]:
+            best[row.provider] = (row.variant, value)
+    return best
+
+
 def choose_best(
     recipe: Recipe,
     artifacts: list[ModelArtifact],
     parity: list[ParityResult],
     bench: list[BenchResult],
 ) -> tuple[ModelArtifact | None, float | None, str]:
-    """The passing variant with the lowest objective value, its value, and why."""
-    objective = recipe.registry.objective
-    passed = {p.variant for p in parity if p.passed}
-    scores: dict[str, float] = {}
-    for artifact in artifacts:
-        if artifact.variant not in passed:
-            continue
-        if objective.metric == "size_bytes":
-            scores[artifact.variant] = float(artifact.size_bytes)
-            continue
-        for row in bench:
-            if (row.variant, row.provider, row.batch_size, row.status) == (
-                artifact.variant,
-                objective.provider,
-                objective.batch_size,
-                "ok",
-            ):
-                scores[artifact.variant] = float(getattr(row, objective.metric))
-    if not scores:
+    """The objective provider's best passing variant, its objective value, and why."""
+    provider = recipe.registry.objective.provider
+    choice = best_per_provider(recipe, artifacts, parity, bench).get(provider)
+    if choice is None:
         failed = [
             f"{p.variant}: {'; '.join(f.message for f in p.failures)}"
             for p in parity
@@ -88,14 +103,14 @@ def choose_best(
         return (
             None,
             None,
-            "no variant passed parity and was measured on the objective"
+            f"no variant passed parity and was measured on {provider}"
             + (f" ({' | '.join(failed)})" if failed else ""),
         )
-    best = min(scores, key=scores.__getitem__)
+    variant, value = choice
     return (
-        next(a for a in artifacts if a.variant == best),
-        scores[best],
-        f"lowest {objective_key(recipe)} among {sorted(scores)}",
+        next(a for a in artifacts if a.variant == variant),
+        value,
+        f"lowest {objective_key(recipe)} among the variants that passed parity",
     )
 
 

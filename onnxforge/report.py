@@ -13,7 +13,8 @@ def _parity_cell(result: ParityResult | None) -> str:
         return "not checked"
     if result.passed:
         return f"pass (max err {result.max_abs_err:.2g}, acc {result.accuracy:.4f})"
-    return "FAIL: " + "; ".join(f"{f.kind}: {f.message}" for f in result.failures)
+    accuracy = f" (acc {result.accuracy:.4f})" if result.accuracy is not None else ""
+    return "FAIL" + accuracy + ": " + "; ".join(f"{f.kind}: {f.message}" for f in result.failures)
 
 
 def _bench_cell(rows: list[BenchResult]) -> str:
@@ -61,8 +62,29 @@ def summary_markdown(
             + " | ".join(_bench_cell(rows) if p == "framework" else "-" for p in providers)
             + " |"
         )
+    lines += _failure_details(parity)
     lines += ["", _registration_line(registration), "", f"MLflow run: {run_url}"]
     return "\n".join(lines)
+
+
+def _failure_details(parity: list[ParityResult]) -> list[str]:
+    """Per-output numbers of failing variants and, for int8 ones, the layers that drift most."""
+    lines: list[str] = []
+    for result in parity:
+        if result.passed:
+            continue
+        lines += ["", f"**{result.variant}** failed parity:"]
+        lines += [
+            f"- {o.name}: max abs {o.max_abs_err:.3g}, mean abs {o.mean_abs_err:.3g}, "
+            f"relative {o.rel_err:.3g}"
+            for o in result.per_output
+        ]
+        if result.drifting_layers:
+            lines.append(
+                "- layers drifting most (lowest SQNR first; candidates for `nodes_to_exclude`): "
+                + ", ".join(f"`{d.node}` ({d.sqnr_db:.1f} dB)" for d in result.drifting_layers)
+            )
+    return lines
 
 
 def _registration_line(registration: Registration) -> str:

@@ -32,11 +32,10 @@ def benchmark_provider(
         for artifact in artifacts
         for row in bench_variant(artifact, provider, features, recipe.benchmark, _lock())
     ]
-    for row in rows:
-        if row.status != "ok":
-            get_run_logger().warning(
-                "%s on %s: %s (%s)", row.variant, provider, row.status, row.reason
-            )
+    # One line per variant, not per batch size: the reason is the same for each.
+    for variant, status, reason in dict.fromkeys((r.variant, r.status, r.reason) for r in rows):
+        if status != "ok":
+            get_run_logger().warning("%s on %s: %s (%s)", variant, provider, status, reason)
     return rows
 
 

@@ -6,10 +6,17 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from onnxforge.datasets import load_splits
+from onnxforge.metrics import provider_short
 from onnxforge.recipe import Recipe
 from onnxforge.records import BenchResult, ModelArtifact, ParityResult, Registration, TrainResult
-from onnxforge.registry import choose_best, log_variant_models, register_best, version_tags
-from onnxforge.tracking import RunContext
+from onnxforge.registry import (
+    best_per_provider,
+    choose_best,
+    log_variant_models,
+    register_best,
+    version_tags,
+)
+from onnxforge.tracking import RunContext, client
 
 
 @task(name="register", cache_policy=NO_CACHE)
@@ -25,6 +32,11 @@ def register(
     logger = get_run_logger()
     example = load_splits(recipe.dataset).x_test[:2]
     model_ids = log_variant_models(context, artifacts, parity, bench, example)
+    per_provider = best_per_provider(recipe, artifacts, parity, bench)
+    mlflow_client = client(context.tracking_uri)
+    for provider, (variant, _) in per_provider.items():
+        mlflow_client.set_tag(context.run_id, f"best.{provider_short(provider)}", variant)
+        logger.info("best passing variant on %s: %s", provider, variant)
     best, value, why = choose_best(recipe, artifacts, parity, bench)
     name = recipe.registry.model_name
     if best is None or not recipe.registry.enabled:
@@ -40,6 +52,7 @@ def register(
         )
     best_parity = next(p for p in parity if p.variant == best.variant)
     tags = version_tags(recipe, context, best, value, best_parity, bench, trained.dataset_hash)
+    tags.update({f"best.{provider_short(p)}": v for p, (v, _) in per_provider.items()})
     registration = register_best(
         recipe, context, best, model_ids[best.variant], value, best_parity.accuracy, tags
     )

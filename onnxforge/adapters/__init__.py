@@ -16,7 +16,7 @@ import numpy as np
 
 # framework -> (adapter module, architectures it can build); names only, nothing heavy imported.
 _ADAPTERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "pytorch": ("onnxforge.adapters.pytorch", ("small_cnn", "mlp")),
+    "pytorch": ("onnxforge.adapters.pytorch", ("small_cnn", "mlp", "token_transformer")),
 }
 
 

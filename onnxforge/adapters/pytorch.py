@@ -104,7 +104,10 @@ class PyTorchAdapter:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
-                dynamic = ({0: torch.export.Dim("batch")},) if spec.dynamic_batch else None
+                # Dim.DYNAMIC lets torch.export derive bounds (e.g. sequence <= positions table);
+                # export.py renames the symbolic dims to the recipe's names afterwards.
+                axes = {dim: torch.export.Dim.DYNAMIC for dim in spec.dynamic_axes}
+                dynamic = (axes,) if axes else None
                 torch.onnx.export(
                     model,
                     (example,),
@@ -117,9 +120,9 @@ class PyTorchAdapter:
                     **names,
                 )
             else:
-                axes = (
-                    {"input": {0: "batch"}, "logits": {0: "batch"}} if spec.dynamic_batch else None
-                )
+                axes = {"input": dict(spec.dynamic_axes)}
+                if 0 in spec.dynamic_axes:
+                    axes["logits"] = {0: spec.dynamic_axes[0]}
                 torch.onnx.export(
                     model,
                     (example,),

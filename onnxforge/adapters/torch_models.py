@@ -51,4 +51,34 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"small_cnn": SmallCNN, "mlp": MLP}
+class TokenTransformer(nn.Module):
+    """Token ids -> embedding + learned positions -> TransformerEncoder -> mean pool -> classes."""
+
+    def __init__(
+        self,
+        sample_shape: tuple[int, ...],
+        num_classes: int,
+        vocab_size: int = 64,
+        d_model: int = 64,
+        heads: int = 4,
+        layers: int = 2,
+        ff: int = 128,
+    ) -> None:
+        super().__init__()
+        (max_len,) = sample_shape
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.position = nn.Parameter(torch.randn(1, max_len, d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(d_model, heads, ff, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(d_model, num_classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        hidden = self.embed(tokens) + self.position[:, : tokens.shape[1]]
+        return self.head(self.encoder(hidden).mean(dim=1))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "small_cnn": SmallCNN,
+    "mlp": MLP,
+    "token_transformer": TokenTransformer,
+}

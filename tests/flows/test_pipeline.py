@@ -12,11 +12,12 @@ from tests.conftest import DEFAULT_RECIPE
 pytestmark = pytest.mark.slow
 
 QUICK = {"benchmark.warmup": "2", "benchmark.iterations": "10"}
+ALL_VARIANTS = {"fp32", "simplified", "ort-optimized", "int8-dynamic", "int8-static", "fp16"}
 IMPOSSIBLE = {
     "parity.tolerances": "{"
     + ", ".join(
         f"{variant}: {{atol: 0.0, mean_atol: 0.0, min_top1_agreement: 1.0}}"
-        for variant in ("fp32", "simplified", "int8-dynamic")
+        for variant in sorted(ALL_VARIANTS)
     )
     + "}"
 }
@@ -78,11 +79,11 @@ def test_pipeline_registers_then_refuses_an_impossible_tolerance(
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"summary.md", "summary.json", "onnx"} <= artifacts
     onnx_files = {a.path for a in client.list_artifacts(run.info.run_id, "onnx")}
-    assert onnx_files == {"onnx/fp32.onnx", "onnx/simplified.onnx", "onnx/int8-dynamic.onnx"}
+    assert onnx_files == {f"onnx/{variant}.onnx" for variant in ALL_VARIANTS}
     logged = mlflow.search_logged_models(
         experiment_ids=[run.info.experiment_id], output_format="list"
     )
-    assert {m.name for m in logged} == {"fp32", "simplified", "int8-dynamic"}
+    assert {m.name for m in logged} == ALL_VARIANTS
 
     bench_files = {a.path for a in client.list_artifacts(run.info.run_id, "benchmark")}
     assert bench_files == {

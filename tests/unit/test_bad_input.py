@@ -69,7 +69,7 @@ CASES = [
     (
         "unknown architecture",
         {"model.architecture": "resnet9000"},
-        "model.architecture: expected one of small_cnn, mlp; got 'resnet9000'",
+        "model.architecture: expected one of small_cnn, mlp, token_transformer; got 'resnet9000'",
     ),
     (
         "objective on a provider not benchmarked",
@@ -79,7 +79,8 @@ CASES = [
     (
         "unknown variant tolerance",
         {"parity.tolerances": {"int4": {"atol": 1, "mean_atol": 1, "min_top1_agreement": 0.5}}},
-        "parity.tolerances: unknown variant 'int4'; expected one of fp32, simplified, int8-dynamic",
+        "parity.tolerances: unknown variant 'int4'; expected one of fp32, simplified, ort-optimized, "
+        "int8-dynamic, int8-static, fp16",
     ),
     ("missing section", {"register": None}, "register: required field is missing"),
 ]
