@@ -10,7 +10,7 @@ RECIPE ?= configs/digits_cnn.yaml
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,keras]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install onnxforge with its pinned stack

@@ -42,9 +42,10 @@ def _framework_call(request: dict[str, Any], batch: np.ndarray) -> Any:
     from onnxforge.training import load_source_model
 
     recipe = Recipe.model_validate(request["recipe"])
-    model = load_source_model(recipe, request["checkpoint"], load_splits(recipe.dataset))
     adapter = get_adapter(recipe.model.framework)
-    return adapter.latency_callable(model, batch, request["intra_op_threads"])
+    adapter.set_threads(request["intra_op_threads"])  # before the framework starts its runtime
+    model = load_source_model(recipe, request["checkpoint"], load_splits(recipe.dataset))
+    return adapter.latency_callable(model, batch)
 
 
 def measure(request: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from onnxforge.adapters import ADAPTERS
 from onnxforge.errors import RecipeError
 from onnxforge.providers import PROVIDERS, provider_names
 from onnxforge.variants import VARIANTS, Tolerance
@@ -97,7 +98,7 @@ DatasetSpec = Annotated[
 class ModelSpec(Strict):
     """Which framework and architecture to build, and an optional checkpoint to start from."""
 
-    framework: Literal["pytorch"] = "pytorch"
+    framework: Literal[tuple(ADAPTERS)] = "pytorch"  # type: ignore[valid-type]
     architecture: str
     kwargs: dict[str, int | float | bool | str] = Field(default_factory=dict)
     checkpoint: Path | None = None
@@ -106,12 +107,13 @@ class ModelSpec(Strict):
 
     @field_validator("architecture")
     @classmethod
-    def _known_architecture(cls, value: str) -> str:
-        from onnxforge.adapters import architecture_names
-
-        known = architecture_names()
+    def _known_architecture(cls, value: str, info: ValidationInfo) -> str:
+        framework = info.data.get("framework")
+        if framework is None:  # the framework itself was refused; that error is reported
+            return value
+        known = ADAPTERS[framework].architectures
         if value not in known:
-            raise ValueError(f"expected one of {', '.join(known)}; got {value!r}")
+            raise ValueError(f"expected one of {', '.join(known)} for {framework}; got {value!r}")
         return value
 
 
@@ -127,10 +129,10 @@ class TrainSpec(Strict):
 
 
 class ExportSpec(Strict):
-    """ONNX export: opset, preferred exporter (falls back to the other), dynamic axes of the input."""
+    """ONNX export: opset, exporter (default: the framework's first; others are fallbacks), axes."""
 
     opset: int = Field(18, ge=13, le=23)
-    exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    exporter: str | None = None
     fallback: bool = True
     # input dimension -> name; each is checked to be symbolic in the exported graph. {} = static.
     dynamic_axes: dict[
@@ -243,6 +245,17 @@ class Recipe(Strict):
     def _cross_checks(self) -> Recipe:
         if not self.train.enabled and self.model.checkpoint is None:
             raise ValueError("model.checkpoint: required when train.enabled is false")
+        adapter = ADAPTERS[self.model.framework]
+        if self.export.opset > adapter.max_opset:
+            raise ValueError(
+                f"export.opset: {self.model.framework} models are exported with "
+                f"{adapter.exporters[0]}, which writes opset <= {adapter.max_opset}; got {self.export.opset}"
+            )
+        if self.export.exporter is not None and self.export.exporter not in adapter.exporters:
+            raise ValueError(
+                f"export.exporter: expected one of {', '.join(adapter.exporters)} for "
+                f"{self.model.framework}; got {self.export.exporter!r}"
+            )
         objective = self.registry.objective
         if objective.provider not in self.benchmark.providers:
             raise ValueError(
@@ -336,7 +349,7 @@ def describe_validation_error(path: Path, error: ValidationError) -> str:
         for part in first["loc"]
         if part not in ("sklearn", "npz", "generated")
     ]
-    field = ".".join(loc).replace(".[", "[") or "(top level)"
+    field = ".".join(loc).replace(".[", "[")
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
@@ -344,6 +357,8 @@ def describe_validation_error(path: Path, error: ValidationError) -> str:
         return f"{path}: {field}: unknown key{hint}"
     if first["type"] == "missing":
         return f"{path}: {field}: required field is missing"
+    if not field:  # a cross-field rule: its message starts with the field it is about
+        return f"{path}: {message}"
     if first["type"] in ("value_error", "assertion_error") or "input" not in first:
         return f"{path}: {field}: {message}"
     return f"{path}: {field}: {message} (got {first['input']!r})"

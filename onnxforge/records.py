@@ -137,9 +137,10 @@ def sha256_of(path: str | Path) -> str:
 def write_atomically(final_path: Path, write: Callable[[Path], None]) -> Path:
     """Let `write` fill a temp file beside `final_path`, then rename it into place."""
     final_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(
-        dir=final_path.parent, prefix=f".{final_path.stem}.", suffix=final_path.suffix
-    )
+    # Keep every suffix (".weights.h5", not just ".h5"): some writers check the full one.
+    suffixes = "".join(final_path.suffixes)
+    stem = final_path.name[: len(final_path.name) - len(suffixes)]
+    handle, temp_name = tempfile.mkstemp(dir=final_path.parent, prefix=f".{stem}.", suffix=suffixes)
     os.close(handle)
     try:
         write(Path(temp_name))

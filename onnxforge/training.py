@@ -22,14 +22,8 @@ def fresh_model(recipe: Recipe, splits: Splits) -> Any:
     random.seed(recipe.train.seed)
     np.random.seed(recipe.train.seed)
     adapter = get_adapter(recipe.model.framework)
-    _seed_framework(recipe.train.seed)
+    adapter.seed(recipe.train.seed)
     return adapter.build(recipe.model, tuple(splits.x_train.shape[1:]), splits.num_classes)
-
-
-def _seed_framework(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
 
 
 def load_source_model(recipe: Recipe, checkpoint: str | Path, splits: Splits) -> Any:
@@ -55,7 +49,8 @@ def train_model(
         epochs_run = recipe.train.epochs
     seconds = time.perf_counter() - started
     checkpoint = write_atomically(
-        out_dir / "checkpoint.pt", lambda temp: adapter.save_checkpoint(model, temp)
+        out_dir / f"checkpoint{adapter.checkpoint_suffix}",
+        lambda temp: adapter.save_checkpoint(model, temp),
     )
     # Score the checkpoint as it was written, so every later stage compares against the same weights.
     reloaded = load_source_model(recipe, checkpoint, splits)

@@ -9,14 +9,37 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-# framework -> (adapter module, architectures it can build); names only, nothing heavy imported.
-_ADAPTERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "pytorch": ("onnxforge.adapters.pytorch", ("small_cnn", "mlp", "token_transformer")),
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """What the recipe schema needs to know of an adapter without importing its framework."""
+
+    module: str
+    architectures: tuple[str, ...]
+    exporters: tuple[str, ...]  # the first is the default; the others are fallbacks
+    max_opset: int
+
+
+# Names only: nothing heavy is imported until a recipe uses the adapter.
+ADAPTERS: dict[str, AdapterInfo] = {
+    "pytorch": AdapterInfo(
+        "onnxforge.adapters.pytorch",
+        ("small_cnn", "mlp", "token_transformer"),
+        ("dynamo", "torchscript"),
+        max_opset=23,
+    ),
+    "keras": AdapterInfo(
+        "onnxforge.adapters.keras",
+        ("keras_cnn", "keras_cnn_functional"),
+        ("tf2onnx",),
+        max_opset=18,  # tf2onnx 1.17
+    ),
 }
 
 
@@ -24,6 +47,10 @@ class FrameworkAdapter(Protocol):
     """What every framework adapter offers the stages."""
 
     name: str
+    checkpoint_suffix: str
+
+    def seed(self, seed: int) -> None:
+        """Seed the framework's random number generators."""
 
     def build(self, model_spec: Any, sample_shape: tuple[int, ...], num_classes: int) -> Any:
         """A fresh model with random weights, seeded by the caller."""
@@ -43,18 +70,13 @@ class FrameworkAdapter(Protocol):
     def export(self, model: Any, example: np.ndarray, export_spec: Any, out_path: Path) -> str:
         """Write an ONNX file; returns the producer (exporter and version) that made it."""
 
-    def latency_callable(
-        self, model: Any, batch: np.ndarray, threads: int | None
-    ) -> Callable[[], Any]:
+    def set_threads(self, threads: int | None) -> None:
+        """Inference thread count; called before the model is built or loaded."""
+
+    def latency_callable(self, model: Any, batch: np.ndarray) -> Callable[[], Any]:
         """A zero-argument call that runs one inference, for the framework baseline."""
-
-
-def architecture_names() -> list[str]:
-    """Every architecture any adapter can build."""
-    return [name for _, names in _ADAPTERS.values() for name in names]
 
 
 def get_adapter(framework: str) -> FrameworkAdapter:
     """The adapter for a framework, imported on first use."""
-    module_name, _ = _ADAPTERS[framework]
-    return importlib.import_module(module_name).ADAPTER
+    return importlib.import_module(ADAPTERS[framework].module).ADAPTER

@@ -14,6 +14,13 @@ class PyTorchAdapter:
     """Framework adapter for torch.nn.Module models."""
 
     name = "pytorch"
+    checkpoint_suffix = ".pt"
+
+    def seed(self, seed: int) -> None:
+        """Seed torch's generators (Python's and NumPy's are seeded by the caller)."""
+        import torch
+
+        torch.manual_seed(seed)
 
     def build(self, model_spec: Any, sample_shape: tuple[int, ...], num_classes: int) -> Any:
         """A fresh model of the recipe's architecture, in eval mode."""
@@ -84,9 +91,9 @@ class PyTorchAdapter:
         """torch.onnx.export with the preferred exporter, falling back to the other one."""
         import torch
 
-        order = [export_spec.exporter]
+        order = [export_spec.exporter or "dynamo"]
         if export_spec.fallback:
-            order.append("torchscript" if export_spec.exporter == "dynamo" else "dynamo")
+            order.append("torchscript" if order[0] == "dynamo" else "dynamo")
         errors = []
         for exporter in order:
             try:
@@ -133,14 +140,17 @@ class PyTorchAdapter:
                     **names,
                 )
 
-    def latency_callable(
-        self, model: Any, batch: np.ndarray, threads: int | None
-    ) -> Callable[[], Any]:
-        """One eager forward pass under inference mode, with the benchmark's thread count."""
+    def set_threads(self, threads: int | None) -> None:
+        """Intra-op threads for inference."""
         import torch
 
         if threads:
             torch.set_num_threads(threads)
+
+    def latency_callable(self, model: Any, batch: np.ndarray) -> Callable[[], Any]:
+        """One eager forward pass under inference mode."""
+        import torch
+
         tensor = torch.from_numpy(np.ascontiguousarray(batch))
 
         def run() -> Any:

@@ -69,12 +69,13 @@ CASES = [
     (
         "unknown architecture",
         {"model.architecture": "resnet9000"},
-        "model.architecture: expected one of small_cnn, mlp, token_transformer; got 'resnet9000'",
+        "model.architecture: expected one of small_cnn, mlp, token_transformer for pytorch; "
+        "got 'resnet9000'",
     ),
     (
         "objective on a provider not benchmarked",
         {"register.objective.batch_size": 4},
-        "(top level): register.objective.batch_size: 4 is not in benchmark.batch_sizes [1, 16]",
+        "register.objective.batch_size: 4 is not in benchmark.batch_sizes [1, 16]",
     ),
     (
         "unknown variant tolerance",
@@ -83,6 +84,16 @@ CASES = [
         "int8-dynamic, int8-static, fp16",
     ),
     ("missing section", {"register": None}, "register: required field is missing"),
+    (
+        "opset tf2onnx cannot write",
+        {"model.framework": "keras", "model.architecture": "keras_cnn", "export.opset": 19},
+        "export.opset: keras models are exported with tf2onnx, which writes opset <= 18; got 19",
+    ),
+    (
+        "exporter of another framework",
+        {"export.exporter": "tf2onnx"},
+        "export.exporter: expected one of dynamo, torchscript for pytorch; got 'tf2onnx'",
+    ),
 ]
 
 

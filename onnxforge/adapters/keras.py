@@ -1,0 +1,138 @@
+"""The Keras 3 (TensorFlow backend) adapter: build, fit, predict, checkpoint, export with tf2onnx.
+
+TensorFlow is imported only inside these methods, so a PyTorch recipe never loads it.
+Export goes through `tf2onnx.convert.from_function` over a `tf.function` with an input signature:
+`tf2onnx.convert.from_keras` fails on Keras 3 Sequential models (STACK.md), this path converts
+Sequential and Functional models alike.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_OPSET = 18  # tf2onnx 1.17 writes opset <= 18
+PREDICT_BATCH = 256
+
+
+def _tf() -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter quiet
+    import tensorflow as tf
+
+    return tf
+
+
+class KerasAdapter:
+    """Framework adapter for Keras 3 models on TensorFlow."""
+
+    name = "keras"
+    checkpoint_suffix = ".weights.h5"  # Keras 3 insists on this suffix for weights files
+
+    def seed(self, seed: int) -> None:
+        """Seed Python, NumPy and TensorFlow."""
+        _tf()
+        import keras
+
+        keras.utils.set_random_seed(seed)
+
+    def build(self, model_spec: Any, sample_shape: tuple[int, ...], num_classes: int) -> Any:
+        """A fresh model of the recipe's architecture."""
+        from onnxforge.adapters.keras_models import ARCHITECTURES
+
+        _tf()
+        return ARCHITECTURES[model_spec.architecture](
+            tuple(sample_shape), num_classes, **model_spec.kwargs
+        )
+
+    def fit(self, model: Any, splits: Any, train_spec: Any, on_epoch: Callable[..., None]) -> None:
+        """Adam + sparse cross-entropy on logits; reports loss and accuracy per epoch."""
+        tf = _tf()
+        import keras
+
+        if train_spec.threads:
+            tf.config.threading.set_intra_op_parallelism_threads(train_spec.threads)
+        model.compile(
+            optimizer=keras.optimizers.Adam(train_spec.learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        report = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: on_epoch(
+                epoch + 1,
+                {
+                    "loss": float(logs["loss"]),
+                    "accuracy": float(logs["accuracy"]),
+                    "val_accuracy": float(logs["val_accuracy"]),
+                },
+            )
+        )
+        model.fit(
+            splits.x_train,
+            splits.y_train,
+            batch_size=train_spec.batch_size,
+            epochs=train_spec.epochs,
+            validation_data=(splits.x_val, splits.y_val),
+            shuffle=True,
+            verbose=0,
+            callbacks=[report],
+        )
+
+    def predict(self, model: Any, features: np.ndarray) -> np.ndarray:
+        """Logits, in inference mode."""
+        _tf()
+        return np.asarray(model.predict(features, batch_size=PREDICT_BATCH, verbose=0))
+
+    def save_checkpoint(self, model: Any, path: Path) -> None:
+        """Save the weights (HDF5, no code)."""
+        model.save_weights(str(path))
+
+    def load_checkpoint(self, model: Any, path: Path) -> None:
+        """Load weights into `model`; a layer or shape mismatch raises."""
+        model.load_weights(str(path))
+
+    def export(self, model: Any, example: np.ndarray, export_spec: Any, out_path: Path) -> str:
+        """tf2onnx.convert.from_function over a tf.function with the declared dynamic axes."""
+        tf = _tf()
+        import keras
+        import onnx
+        import tf2onnx
+
+        shape = [
+            None if dim in export_spec.dynamic_axes else size
+            for dim, size in enumerate(example.shape)
+        ]
+        signature = (tf.TensorSpec(shape, tf.as_dtype(example.dtype), name="input"),)
+
+        @tf.function(input_signature=signature)
+        def serve(features: Any) -> dict[str, Any]:
+            return {"logits": model(features, training=False)}
+
+        proto, _ = tf2onnx.convert.from_function(
+            serve, input_signature=signature, opset=export_spec.opset
+        )
+        onnx.save(proto, str(out_path))
+        return (
+            f"tf2onnx.convert.from_function tf2onnx {tf2onnx.__version__} "
+            f"(tensorflow {tf.__version__}, keras {keras.__version__})"
+        )
+
+    def set_threads(self, threads: int | None) -> None:
+        """Intra-op threads for inference; must run before TensorFlow initialises its runtime."""
+        if threads:
+            tf = _tf()
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+
+    def latency_callable(self, model: Any, batch: np.ndarray) -> Callable[[], Any]:
+        """One graph-mode forward pass (what Keras's predict runs)."""
+        tf = _tf()
+        tensor = tf.constant(batch)
+        forward = tf.function(lambda x: model(x, training=False))
+        return lambda: forward(tensor).numpy()
+
+
+ADAPTER = KerasAdapter()
