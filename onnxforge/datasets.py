@@ -17,22 +17,25 @@ class Splits:
     """Seeded, stratified train / validation / test arrays (features float32, labels int64)."""
 
     x_train: np.ndarray
-    y_train: np.ndarray
+    y_train: np.ndarray | None  # None for synthetic inputs: nothing to train or score against
     x_val: np.ndarray
-    y_val: np.ndarray
+    y_val: np.ndarray | None
     x_test: np.ndarray
-    y_test: np.ndarray
+    y_test: np.ndarray | None
 
     @property
     def num_classes(self) -> int:
-        """Number of distinct labels across all splits."""
+        """Number of distinct labels across all splits (0 without labels)."""
+        if self.y_train is None:
+            return 0
         return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max()) + 1)
 
     def fingerprint(self) -> str:
         """sha256 over every array's bytes, in split order: the dataset hash on registered versions."""
         digest = hashlib.sha256()
         for array in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
-            digest.update(np.ascontiguousarray(array).tobytes())
+            if array is not None:
+                digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()
 
 
@@ -78,6 +81,33 @@ def token_majority(spec: Any) -> tuple[np.ndarray, np.ndarray]:
     return tokens, labels
 
 
+def _load_table(spec: Any) -> tuple[np.ndarray, np.ndarray]:
+    import pandas as pd
+
+    table = pd.read_csv(spec.path) if spec.source == "csv" else pd.read_parquet(spec.path)
+    for field, columns in (("features", spec.features), ("label", [spec.label])):
+        missing = [column for column in columns if column not in table.columns]
+        if missing:
+            raise RecipeError(
+                f"dataset.{field}: {spec.path} has no column {missing[0]!r} "
+                f"(it has {', '.join(map(str, table.columns))})"
+            )
+    return table[spec.features].to_numpy(), table[spec.label].to_numpy()
+
+
+def _load_synthetic(spec: Any) -> tuple[np.ndarray, None]:
+    """Seeded random inputs in the declared range; integers drawn from [low, high)."""
+    rng = np.random.default_rng(spec.seed)
+    (declared,) = spec.inputs
+    shape = [spec.samples] + [spec.dims[d] if isinstance(d, str) else d for d in declared.shape[1:]]
+    dtype = np.dtype(declared.dtype)
+    if dtype.kind in "iub":
+        values = rng.integers(int(declared.low), int(declared.high), size=shape)
+    else:
+        values = rng.uniform(declared.low, declared.high, size=shape)
+    return values.astype(dtype), None
+
+
 GENERATED_TASKS: dict[str, Callable[[Any], tuple[np.ndarray, np.ndarray]]] = {
     "token_majority": token_majority,
 }
@@ -86,6 +116,9 @@ LOADERS: dict[str, Callable[[Any], tuple[np.ndarray, np.ndarray]]] = {
     "sklearn": _load_sklearn,
     "npz": _load_npz,
     "generated": lambda spec: GENERATED_TASKS[spec.task](spec),
+    "csv": _load_table,
+    "parquet": _load_table,
+    "synthetic": _load_synthetic,
 }
 
 
@@ -94,13 +127,15 @@ def load_splits(spec: Any) -> Splits:
     from sklearn.model_selection import train_test_split
 
     features, labels = LOADERS[spec.source](spec)
-    features = np.asarray(features)
-    if np.issubdtype(features.dtype, np.integer):  # token ids stay integers
-        features = features.astype(np.int64)
-    else:
-        features = features.astype(np.float32) / np.float32(getattr(spec, "scale", 1.0))
-    if getattr(spec, "sample_shape", None):
-        features = features.reshape((len(features), *spec.sample_shape))
+    features = _normalise(np.asarray(features), spec)
+    if labels is None:  # synthetic inputs: no labels, no stratification, no accuracy
+        x_rest, x_test = train_test_split(
+            features, test_size=spec.test_fraction, random_state=spec.seed
+        )
+        x_train, x_val = train_test_split(
+            x_rest, test_size=spec.val_fraction, random_state=spec.seed
+        )
+        return Splits(x_train, None, x_val, None, x_test, None)
     labels = np.asarray(labels, dtype=np.int64)
     x_rest, x_test, y_rest, y_test = train_test_split(
         features, labels, test_size=spec.test_fraction, random_state=spec.seed, stratify=labels
@@ -109,3 +144,16 @@ def load_splits(spec: Any) -> Splits:
         x_rest, y_rest, test_size=spec.val_fraction, random_state=spec.seed, stratify=y_rest
     )
     return Splits(x_train, y_train, x_val, y_val, x_test, y_test)
+
+
+def _normalise(features: np.ndarray, spec: Any) -> np.ndarray:
+    """Token ids stay int64; other numbers become float32, divided by `scale`, reshaped."""
+    if spec.source == "synthetic":  # already in the declared dtype and shape
+        return features
+    if np.issubdtype(features.dtype, np.integer):
+        features = features.astype(np.int64)
+    else:
+        features = features.astype(np.float32) / np.float32(getattr(spec, "scale", 1.0))
+    if getattr(spec, "sample_shape", None):
+        features = features.reshape((len(features), *spec.sample_shape))
+    return features

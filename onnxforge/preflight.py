@@ -18,16 +18,21 @@ def preflight(recipe: Recipe, source: str) -> None:
         raise RecipeError(f"{source}: dataset: {error}") from None
     from onnxforge.training import fresh_model
 
+    adapter = get_adapter(recipe.model.framework)
+    try:
+        adapter.check_source(recipe.model)
+    except ValueError as error:
+        raise RecipeError(f"{source}: {error}") from None
     shape = tuple(splits.x_train.shape[1:])
+    label = recipe.model.architecture or str(recipe.model.file)
     try:
         model = fresh_model(recipe, splits)
     except Exception as error:  # noqa: BLE001 - bad kwargs or a shape the architecture can't take
         raise RecipeError(
             f"{source}: model.kwargs / dataset.sample_shape: cannot build "
-            f"{recipe.model.architecture!r} with {recipe.model.kwargs} for samples of shape "
+            f"{label!r} with {recipe.model.kwargs} for samples of shape "
             f"{shape}: {error}"
         ) from None
-    adapter = get_adapter(recipe.model.framework)
     if recipe.model.checkpoint is not None:
         try:
             adapter.load_checkpoint(model, recipe.model.checkpoint)
@@ -35,14 +40,14 @@ def preflight(recipe: Recipe, source: str) -> None:
             first_line = str(error).strip().splitlines()[0]
             raise RecipeError(
                 f"{source}: model.checkpoint: {recipe.model.checkpoint} does not fit "
-                f"architecture {recipe.model.architecture!r}: {first_line}"
+                f"model {label!r}: {first_line}"
             ) from None
     try:
         adapter.predict(model, splits.x_train[:2])
     except Exception as error:  # noqa: BLE001
         raise RecipeError(
-            f"{source}: dataset.sample_shape: samples of shape {shape} "
-            f"do not fit architecture {recipe.model.architecture!r}: {str(error).splitlines()[0]}"
+            f"{source}: dataset: samples of shape {shape} and dtype {splits.x_train.dtype} "
+            f"do not fit model {label!r}: {str(error).strip().splitlines()[0]}"
         ) from None
 
 

@@ -29,6 +29,8 @@ from onnxforge.providers import PROVIDERS, provider_names
 from onnxforge.variants import VARIANTS, Tolerance
 
 SKLEARN_DATASETS = ("digits", "breast_cancer", "wine", "iris")
+# discriminator tags that pydantic puts in error locations; the user never wrote them
+DATASET_SOURCES = ("sklearn", "npz", "generated", "csv", "parquet", "synthetic")
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 
 
@@ -90,31 +92,113 @@ class GeneratedDataset(SplitSpec):
     classes: int = Field(4, ge=2, le=8)
 
 
+class TableDataset(SplitSpec):
+    """A local .csv or .parquet file: feature columns (in order) and a label column."""
+
+    source: Literal["csv", "parquet"]
+    path: Path
+    features: list[str] = Field(min_length=1)
+    label: str
+    sample_shape: list[Annotated[int, Field(ge=1)]] | None = None
+    scale: float = Field(1.0, gt=0)
+
+    _path_exists = field_validator("path")(_existing_file)
+
+
+class SyntheticInput(Strict):
+    """One model input: its name, shape (names for symbolic dims), dtype and value range."""
+
+    name: str = Field(min_length=1)
+    shape: list[int | str] = Field(min_length=1)
+    dtype: Literal["float32", "float16", "int64", "int32", "uint8", "bool"] = "float32"
+    low: float = 0.0
+    high: float = 1.0
+
+    @model_validator(mode="after")
+    def _batch_first(self) -> SyntheticInput:
+        if not isinstance(self.shape[0], str):
+            raise ValueError(
+                "shape: the first dimension must be symbolic (the batch), e.g. [batch, 3]"
+            )
+        if self.high <= self.low:
+            raise ValueError(f"high: must be above low ({self.low}); got {self.high}")
+        return self
+
+
+class SyntheticDataset(SplitSpec):
+    """Random inputs from a declared spec, for models with no labelled data (no accuracy metrics)."""
+
+    source: Literal["synthetic"]
+    inputs: list[SyntheticInput] = Field(min_length=1, max_length=1)  # one input for now
+    samples: int = Field(512, ge=10)
+    # a value for each symbolic dimension other than the batch, e.g. {sequence: 32}
+    dims: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _dims_known(self) -> SyntheticDataset:
+        for index, spec in enumerate(self.inputs):
+            for dim in spec.shape[1:]:
+                if isinstance(dim, str) and dim not in self.dims:
+                    raise ValueError(
+                        f"dataset.inputs[{index}].shape: symbolic dimension {dim!r} needs a value "
+                        "in dataset.dims"
+                    )
+        return self
+
+
 DatasetSpec = Annotated[
-    SklearnDataset | NpzDataset | GeneratedDataset, Field(discriminator="source")
+    SklearnDataset | NpzDataset | GeneratedDataset | TableDataset | SyntheticDataset,
+    Field(discriminator="source"),
 ]
 
 
+IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+
+
 class ModelSpec(Strict):
-    """Which framework and architecture to build, and an optional checkpoint to start from."""
+    """Which framework and model: a named architecture, an import path, or a model file."""
 
     framework: Literal[tuple(ADAPTERS)] = "pytorch"  # type: ignore[valid-type]
-    architecture: str
+    architecture: str | None = None
+    file: Path | None = None  # a .keras file (keras) or an .onnx file (onnx)
     kwargs: dict[str, int | float | bool | str] = Field(default_factory=dict)
     checkpoint: Path | None = None
 
     _checkpoint_exists = field_validator("checkpoint")(_existing_file)
+    _file_exists = field_validator("file")(_existing_file)
 
     @field_validator("architecture")
     @classmethod
-    def _known_architecture(cls, value: str, info: ValidationInfo) -> str:
+    def _known_architecture(cls, value: str | None, info: ValidationInfo) -> str | None:
         framework = info.data.get("framework")
-        if framework is None:  # the framework itself was refused; that error is reported
+        if value is None or framework is None:  # a refused framework is reported on its own
             return value
-        known = ADAPTERS[framework].architectures
-        if value not in known:
-            raise ValueError(f"expected one of {', '.join(known)} for {framework}; got {value!r}")
+        adapter = ADAPTERS[framework]
+        if adapter.import_paths and re.fullmatch(IMPORT_PATH, value):
+            return value
+        if value not in adapter.architectures:
+            choices = list(adapter.architectures)
+            if adapter.import_paths:
+                choices.append("package.module:ClassOrFactory")
+            raise ValueError(
+                f"expected one of {', '.join(choices) or '(none: use model.file)'} "
+                f"for {framework}; got {value!r}"
+            )
         return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        adapter = ADAPTERS[self.framework]
+        if self.file is not None:
+            if self.file.suffix not in adapter.file_suffixes:
+                expected = " or ".join(adapter.file_suffixes) or f"(none for {self.framework})"
+                raise ValueError(f"model.file: expected a {expected} file; got {self.file.name!r}")
+            if self.architecture is not None:
+                raise ValueError("model.architecture: give either architecture or file, not both")
+        elif self.architecture is None:
+            field = "model.architecture" if adapter.architectures else "model.file"
+            raise ValueError(f"{field}: required for {self.framework} models")
+        return self
 
 
 class TrainSpec(Strict):
@@ -243,9 +327,17 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:
-        if not self.train.enabled and self.model.checkpoint is None:
-            raise ValueError("model.checkpoint: required when train.enabled is false")
         adapter = ADAPTERS[self.model.framework]
+        if self.train.enabled and not adapter.trainable:
+            raise ValueError(
+                f"train.enabled: {self.model.framework} models cannot be trained; set it to false"
+            )
+        if not self.train.enabled and self.model.checkpoint is None and self.model.file is None:
+            raise ValueError("model.checkpoint: required when train.enabled is false")
+        if self.train.enabled and self.dataset.source == "synthetic":
+            raise ValueError(
+                "train.enabled: synthetic inputs have no labels to train on; set it to false"
+            )
         if self.export.opset > adapter.max_opset:
             raise ValueError(
                 f"export.opset: {self.model.framework} models are exported with "
@@ -347,7 +439,7 @@ def describe_validation_error(path: Path, error: ValidationError) -> str:
     loc = [
         f"[{part}]" if isinstance(part, int) else str(part)
         for part in first["loc"]
-        if part not in ("sklearn", "npz", "generated")
+        if part not in DATASET_SOURCES
     ]
     field = ".".join(loc).replace(".[", "[")
     message = first["msg"].removeprefix("Value error, ")
@@ -359,6 +451,8 @@ def describe_validation_error(path: Path, error: ValidationError) -> str:
         return f"{path}: {field}: required field is missing"
     if not field:  # a cross-field rule: its message starts with the field it is about
         return f"{path}: {message}"
+    if re.match(rf"^{re.escape(loc[0])}[.\[][\w.\-\[\]]*: ", message):
+        return f"{path}: {message}"  # a section's cross-field rule names its own field
     if first["type"] in ("value_error", "assertion_error") or "input" not in first:
         return f"{path}: {field}: {message}"
     return f"{path}: {field}: {message} (got {first['input']!r})"
@@ -368,7 +462,7 @@ def _allowed_keys(parent_loc: list[str]) -> list[str]:
     model: type[BaseModel] = Recipe
     for part in parent_loc:
         if part == "dataset":  # a union of sources: list what any source accepts
-            sources = (SklearnDataset, NpzDataset, GeneratedDataset)
+            sources = (SklearnDataset, NpzDataset, GeneratedDataset, TableDataset, SyntheticDataset)
             return sorted(set().union(*(source.model_fields for source in sources)))
         field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
         candidates = get_args(field.annotation) or (field.annotation,) if field else ()

@@ -11,10 +11,12 @@ from onnxforge.records import BenchResult, ParityResult, Registration, VariantBu
 def _parity_cell(result: ParityResult | None) -> str:
     if result is None:
         return "not checked"
+    accuracy = f"acc {result.accuracy:.4f}" if result.accuracy is not None else ""
     if result.passed:
-        return f"pass (max err {result.max_abs_err:.2g}, acc {result.accuracy:.4f})"
-    accuracy = f" (acc {result.accuracy:.4f})" if result.accuracy is not None else ""
-    return "FAIL" + accuracy + ": " + "; ".join(f"{f.kind}: {f.message}" for f in result.failures)
+        return f"pass (max err {result.max_abs_err:.2g}{', ' + accuracy if accuracy else ''})"
+    return "FAIL" + (f" ({accuracy})" if accuracy else "") + ": " + "; ".join(
+        f"{f.kind}: {f.message}" for f in result.failures
+    )
 
 
 def _bench_cell(rows: list[BenchResult]) -> str:

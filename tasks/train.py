@@ -31,5 +31,6 @@ def train(recipe: Recipe, context: RunContext) -> TrainResult:
             "train.seconds": result.seconds,
         },
     )
-    logger.info("test accuracy %.4f after %d epochs", result.test_accuracy or 0, result.epochs_run)
+    accuracy = "n/a (no labels)" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
+    logger.info("test accuracy %s after %d epochs", accuracy, result.epochs_run)
     return result

@@ -24,6 +24,9 @@ class AdapterInfo:
     architectures: tuple[str, ...]
     exporters: tuple[str, ...]  # the first is the default; the others are fallbacks
     max_opset: int
+    import_paths: bool = False  # `package.module:ClassOrFactory` accepted as an architecture
+    file_suffixes: tuple[str, ...] = ()  # model files it loads (`model.file`)
+    trainable: bool = True
 
 
 # Names only: nothing heavy is imported until a recipe uses the adapter.
@@ -33,12 +36,22 @@ ADAPTERS: dict[str, AdapterInfo] = {
         ("small_cnn", "mlp", "token_transformer"),
         ("dynamo", "torchscript"),
         max_opset=23,
+        import_paths=True,
     ),
     "keras": AdapterInfo(
         "onnxforge.adapters.keras",
         ("keras_cnn", "keras_cnn_functional"),
         ("tf2onnx",),
         max_opset=18,  # tf2onnx 1.17
+        file_suffixes=(".keras",),
+    ),
+    "onnx": AdapterInfo(
+        "onnxforge.adapters.onnx_file",
+        (),
+        ("copy",),
+        max_opset=23,
+        file_suffixes=(".onnx",),
+        trainable=False,
     ),
 }
 
@@ -51,6 +64,9 @@ class FrameworkAdapter(Protocol):
 
     def seed(self, seed: int) -> None:
         """Seed the framework's random number generators."""
+
+    def check_source(self, model_spec: Any) -> None:
+        """Raise ValueError('model.<field>: ...') when the model the recipe names cannot be used."""
 
     def build(self, model_spec: Any, sample_shape: tuple[int, ...], num_classes: int) -> Any:
         """A fresh model with random weights, seeded by the caller."""

@@ -39,11 +39,18 @@ class KerasAdapter:
 
         keras.utils.set_random_seed(seed)
 
+    def check_source(self, model_spec: Any) -> None:
+        """Named architectures need no check; a .keras file is checked when it is loaded."""
+
     def build(self, model_spec: Any, sample_shape: tuple[int, ...], num_classes: int) -> Any:
         """A fresh model of the recipe's architecture."""
+        _tf()
+        if model_spec.file is not None:  # bring your own .keras file
+            import keras
+
+            return keras.models.load_model(str(model_spec.file), compile=False)
         from onnxforge.adapters.keras_models import ARCHITECTURES
 
-        _tf()
         return ARCHITECTURES[model_spec.architecture](
             tuple(sample_shape), num_classes, **model_spec.kwargs
         )

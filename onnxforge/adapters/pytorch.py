@@ -10,6 +10,21 @@ from typing import Any
 import numpy as np
 
 
+def import_object(path: str) -> Any:
+    """`package.module:Name` -> the object (the working directory is importable, as for `python -m`)."""
+    import importlib
+    import os
+    import sys
+
+    module_name, _, attribute = path.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    target = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return target
+
+
 class PyTorchAdapter:
     """Framework adapter for torch.nn.Module models."""
 
@@ -26,10 +41,25 @@ class PyTorchAdapter:
         """A fresh model of the recipe's architecture, in eval mode."""
         from onnxforge.adapters.torch_models import ARCHITECTURES
 
-        model = ARCHITECTURES[model_spec.architecture](
-            tuple(sample_shape), num_classes, **model_spec.kwargs
-        )
-        return model.eval()
+        if model_spec.architecture in ARCHITECTURES:
+            builder = ARCHITECTURES[model_spec.architecture]
+            return builder(tuple(sample_shape), num_classes, **model_spec.kwargs).eval()
+        # Bring your own: `package.module:ClassOrFactory`, called with the recipe's kwargs.
+        return import_object(model_spec.architecture)(**model_spec.kwargs).eval()
+
+    def check_source(self, model_spec: Any) -> None:
+        """An import-path architecture must resolve to something callable."""
+        if ":" not in model_spec.architecture:
+            return
+        try:
+            target = import_object(model_spec.architecture)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(
+                f"model.architecture: cannot import {model_spec.architecture!r}: "
+                f"{type(error).__name__}: {error}"
+            ) from None
+        if not callable(target):
+            raise ValueError(f"model.architecture: {model_spec.architecture!r} is not callable")
 
     def fit(self, model: Any, splits: Any, train_spec: Any, on_epoch: Callable[..., None]) -> None:
         """Adam + cross-entropy, seeded shuffles; reports loss and accuracy per epoch."""

@@ -69,8 +69,8 @@ CASES = [
     (
         "unknown architecture",
         {"model.architecture": "resnet9000"},
-        "model.architecture: expected one of small_cnn, mlp, token_transformer for pytorch; "
-        "got 'resnet9000'",
+        "model.architecture: expected one of small_cnn, mlp, token_transformer, "
+        "package.module:ClassOrFactory for pytorch; got 'resnet9000'",
     ),
     (
         "objective on a provider not benchmarked",
@@ -127,7 +127,7 @@ def test_checkpoint_that_does_not_fit_the_architecture(tmp_path: Path) -> None:
         load_and_check(str(path))
     message = str(caught.value)
     assert message.startswith(
-        f"{path}: model.checkpoint: {tmp_path / 'other.pt'} does not fit architecture 'small_cnn': "
+        f"{path}: model.checkpoint: {tmp_path / 'other.pt'} does not fit model 'small_cnn': "
     )
     assert "\n" not in message
 
@@ -168,3 +168,143 @@ def test_bad_override_syntax_is_refused() -> None:
 
     with pytest.raises(RecipeError, match="expected key=value"):
         parse_overrides(["train.epochs"])
+
+
+def test_import_path_that_does_not_resolve(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, {"model.architecture": "no_such_package.models:Net"})
+    with pytest.raises(RecipeError) as caught:
+        load_and_check(str(path))
+    assert str(caught.value) == (
+        f"{path}: model.architecture: cannot import 'no_such_package.models:Net': "
+        "ModuleNotFoundError: No module named 'no_such_package'"
+    )
+
+
+def test_checkpoint_that_does_not_fit_the_named_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.byo_fixtures import torch_module
+
+    checkpoint = torch_module(tmp_path, hidden=32)
+    monkeypatch.chdir(tmp_path)
+    change = {
+        "model.architecture": "byo_models:TinyNet",
+        "model.kwargs": {"hidden": 16},
+        "model.checkpoint": str(checkpoint),
+        "train.enabled": False,
+    }
+    path = write_recipe(tmp_path, change)
+    with pytest.raises(RecipeError) as caught:
+        load_and_check(str(path))
+    assert str(caught.value).startswith(
+        f"{path}: model.checkpoint: {checkpoint} does not fit model 'byo_models:TinyNet': "
+    )
+
+
+def _onnx_recipe(folder: Path, model_file: Path) -> Path:
+    return write_recipe(
+        folder,
+        {
+            "model": {"framework": "onnx", "file": str(model_file)},
+            "train.enabled": False,
+            "export.exporter": None,
+        },
+    )
+
+
+def test_truncated_onnx_file(tmp_path: Path) -> None:
+    from tests.byo_fixtures import onnx_file
+
+    model_file = onnx_file(tmp_path, external_data=False)
+    model_file.write_bytes(model_file.read_bytes()[:200])
+    path = _onnx_recipe(tmp_path, model_file)
+    with pytest.raises(RecipeError) as caught:
+        load_and_check(str(path))
+    assert str(caught.value).startswith(
+        f"{path}: model.file: {model_file} is not a readable ONNX model: "
+    )
+
+
+def test_external_data_outside_the_model_folder(tmp_path: Path) -> None:
+    import onnx
+
+    from tests.byo_fixtures import onnx_file
+
+    model_file = onnx_file(tmp_path)
+    proto = onnx.load(str(model_file), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../elsewhere/weights.data"
+    onnx.save(proto, str(model_file))
+    path = _onnx_recipe(tmp_path, model_file)
+    with pytest.raises(RecipeError) as caught:
+        load_and_check(str(path))
+    message = str(caught.value)
+    assert message.startswith(f"{path}: model.file: {model_file}: tensor ")
+    assert f"outside the model's folder {tmp_path}" in message
+
+
+def test_an_onnx_model_cannot_be_trained(tmp_path: Path) -> None:
+    from tests.byo_fixtures import onnx_file
+
+    model_file = onnx_file(tmp_path)
+    path = write_recipe(
+        tmp_path, {"model": {"framework": "onnx", "file": str(model_file)}, "export.exporter": None}
+    )
+    with pytest.raises(RecipeError) as caught:
+        load_and_check(str(path))
+    assert (
+        str(caught.value)
+        == f"{path}: train.enabled: onnx models cannot be trained; set it to false"
+    )
+
+
+def test_table_file_missing_a_named_column(tmp_path: Path) -> None:
+    import pandas as pd
+
+    pd.DataFrame({"a": [0.0] * 40, "b": [1.0] * 40, "target": [0, 1] * 20}).to_csv(
+        tmp_path / "data.csv", index=False
+    )
+    dataset = {"source": "csv", "path": "data.csv", "features": ["a", "c"], "label": "target"}
+    path = write_recipe(
+        tmp_path, {"dataset": dataset, "model.architecture": "mlp", "model.kwargs": {}}
+    )
+    with pytest.raises(RecipeError) as caught:
+        load_and_check(str(path))
+    assert str(caught.value) == (
+        f"{path}: dataset.features: {tmp_path / 'data.csv'} has no column 'c' (it has a, b, target)"
+    )
+
+
+def test_synthetic_spec_that_does_not_match_the_model(tmp_path: Path) -> None:
+    from tests.byo_fixtures import onnx_file
+
+    model_file = onnx_file(tmp_path)
+    dataset = {"source": "synthetic", "inputs": [{"name": "input", "shape": ["batch", 64]}]}
+    path = write_recipe(
+        tmp_path,
+        {
+            "model": {"framework": "onnx", "file": str(model_file)},
+            "train.enabled": False,
+            "export.exporter": None,
+            "dataset": dataset,
+        },
+    )
+    with pytest.raises(RecipeError) as caught:
+        load_and_check(str(path))
+    message = str(caught.value)
+    assert message.startswith(
+        f"{path}: dataset: samples of shape (64,) and dtype float32 do not fit model "
+    )
+    assert "\n" not in message
+
+
+def test_synthetic_spec_needs_values_for_its_symbolic_dims(tmp_path: Path) -> None:
+    dataset = {"source": "synthetic", "inputs": [{"name": "ids", "shape": ["batch", "sequence"]}]}
+    path = write_recipe(tmp_path, {"dataset": dataset, "train.enabled": False})
+    with pytest.raises(RecipeError) as caught:
+        load_and_check(str(path))
+    assert str(caught.value) == (
+        f"{path}: dataset.inputs[0].shape: symbolic dimension 'sequence' needs a value in dataset.dims"
+    )
