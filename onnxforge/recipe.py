@@ -51,6 +51,17 @@ def _existing_file(value: Path | None, info: ValidationInfo) -> Path | None:
     return resolved
 
 
+def _existing_model(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Like _existing_file, but a folder (a TensorFlow SavedModel) is allowed too."""
+    if value is None:
+        return None
+    base = Path((info.context or {}).get("base_dir", "."))
+    resolved = (base / value).resolve() if not value.is_absolute() else value
+    if not resolved.exists():
+        raise ValueError(f"file not found: {resolved}")
+    return resolved
+
+
 class SplitSpec(Strict):
     """How labelled data is cut into train / validation / test (stratified, seeded)."""
 
@@ -165,7 +176,7 @@ class ModelSpec(Strict):
     checkpoint: Path | None = None
 
     _checkpoint_exists = field_validator("checkpoint")(_existing_file)
-    _file_exists = field_validator("file")(_existing_file)
+    _file_exists = field_validator("file")(_existing_model)
 
     @field_validator("architecture")
     @classmethod
@@ -190,7 +201,10 @@ class ModelSpec(Strict):
     def _one_source(self) -> ModelSpec:
         adapter = ADAPTERS[self.framework]
         if self.file is not None:
-            if self.file.suffix not in adapter.file_suffixes:
+            saved_model = self.file.is_dir() and (self.file / "saved_model.pb").is_file()
+            if saved_model and not adapter.saved_models:
+                raise ValueError(f"model.file: {self.framework} cannot load a SavedModel folder")
+            if not saved_model and self.file.suffix not in adapter.file_suffixes:
                 expected = " or ".join(adapter.file_suffixes) or f"(none for {self.framework})"
                 raise ValueError(f"model.file: expected a {expected} file; got {self.file.name!r}")
             if self.architecture is not None:

@@ -14,8 +14,11 @@ def _parity_cell(result: ParityResult | None) -> str:
     accuracy = f"acc {result.accuracy:.4f}" if result.accuracy is not None else ""
     if result.passed:
         return f"pass (max err {result.max_abs_err:.2g}{', ' + accuracy if accuracy else ''})"
-    return "FAIL" + (f" ({accuracy})" if accuracy else "") + ": " + "; ".join(
-        f"{f.kind}: {f.message}" for f in result.failures
+    return (
+        "FAIL"
+        + (f" ({accuracy})" if accuracy else "")
+        + ": "
+        + "; ".join(f"{f.kind}: {f.message}" for f in result.failures)
     )
 
 

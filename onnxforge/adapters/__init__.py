@@ -26,6 +26,7 @@ class AdapterInfo:
     max_opset: int
     import_paths: bool = False  # `package.module:ClassOrFactory` accepted as an architecture
     file_suffixes: tuple[str, ...] = ()  # model files it loads (`model.file`)
+    saved_models: bool = False  # `model.file` may be a TensorFlow SavedModel folder
     trainable: bool = True
 
 
@@ -44,6 +45,7 @@ ADAPTERS: dict[str, AdapterInfo] = {
         ("tf2onnx",),
         max_opset=18,  # tf2onnx 1.17
         file_suffixes=(".keras",),
+        saved_models=True,
     ),
     "onnx": AdapterInfo(
         "onnxforge.adapters.onnx_file",

@@ -26,6 +26,18 @@ def _tf() -> Any:
     return tf
 
 
+def _saved_model(folder: Path, sample_shape: tuple[int, ...]) -> Any:
+    """A TensorFlow SavedModel's serving signature wrapped as a Keras model (inference only)."""
+    import keras
+
+    layer = keras.layers.TFSMLayer(str(folder), call_endpoint="serving_default")
+    inputs = keras.Input(sample_shape, name="input")
+    outputs = layer(inputs)
+    if isinstance(outputs, dict):  # serving signatures return named outputs; take the first
+        outputs = next(iter(outputs.values()))
+    return keras.Model(inputs, outputs, name=folder.name)
+
+
 class KerasAdapter:
     """Framework adapter for Keras 3 models on TensorFlow."""
 
@@ -45,9 +57,11 @@ class KerasAdapter:
     def build(self, model_spec: Any, sample_shape: tuple[int, ...], num_classes: int) -> Any:
         """A fresh model of the recipe's architecture."""
         _tf()
-        if model_spec.file is not None:  # bring your own .keras file
+        if model_spec.file is not None:  # bring your own .keras file or SavedModel folder
             import keras
 
+            if Path(model_spec.file).is_dir():
+                return _saved_model(Path(model_spec.file), sample_shape)
             return keras.models.load_model(str(model_spec.file), compile=False)
         from onnxforge.adapters.keras_models import ARCHITECTURES
 

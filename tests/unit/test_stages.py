@@ -380,3 +380,21 @@ def test_report_tables_and_plots_are_written(
 def test_latency_stats_percentiles_are_ordered() -> None:
     stats = latency_stats(lambda: sum(range(1000)), warmup=1, iterations=30, batch=2)
     assert stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"]
+
+
+def test_a_keras_saved_model_folder_is_exported_and_matches(tmp_path: Path) -> None:
+    from onnxforge.adapters.keras import KerasAdapter
+    from onnxforge.adapters.keras_models import keras_cnn
+
+    KerasAdapter().seed(0)
+    folder = tmp_path / "saved"
+    keras_cnn((8, 8, 1), 10, channels=4, hidden=8).export(str(folder), format="tf_saved_model")
+    recipe = load_recipe(
+        DEFAULT_RECIPE.parent / "digits_keras.yaml",
+        {"model": f"{{framework: keras, file: {folder}}}", "train.enabled": "false"},
+    )
+    trained = train_model(recipe, tmp_path, lambda *_: None)
+    fp32 = export_model(recipe, trained.checkpoint, tmp_path)
+    assert fp32.producer.startswith("tf2onnx.convert.from_function")
+    (result,) = check_all(recipe, trained.checkpoint, [fp32])
+    assert result.passed and result.max_abs_err < 1e-4
