@@ -40,26 +40,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _existing_file(value: Path | None, info: ValidationInfo) -> Path | None:
-    """Resolve a recipe path against the recipe's folder and require that it exists."""
-    if value is None:
-        return None
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    """A recipe path, resolved against the recipe's own folder."""
     base = Path((info.context or {}).get("base_dir", "."))
-    resolved = (base / value).resolve() if not value.is_absolute() else value
-    if not resolved.is_file():
-        raise ValueError(f"file not found: {resolved}")
-    return resolved
+    return value if value.is_absolute() else (base / value).resolve()
+
+
+def _existing_file(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Resolve a recipe path and require that the file exists."""
+    if value is not None and not _resolve(value, info).is_file():
+        raise ValueError(f"file not found: {_resolve(value, info)}")
+    return None if value is None else _resolve(value, info)
 
 
 def _existing_model(value: Path | None, info: ValidationInfo) -> Path | None:
     """Like _existing_file, but a folder (a TensorFlow SavedModel) is allowed too."""
-    if value is None:
-        return None
-    base = Path((info.context or {}).get("base_dir", "."))
-    resolved = (base / value).resolve() if not value.is_absolute() else value
-    if not resolved.exists():
-        raise ValueError(f"file not found: {resolved}")
-    return resolved
+    if value is not None and not _resolve(value, info).exists():
+        raise ValueError(f"file not found: {_resolve(value, info)}")
+    return None if value is None else _resolve(value, info)
 
 
 class SplitSpec(Strict):

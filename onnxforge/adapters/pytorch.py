@@ -137,38 +137,22 @@ class PyTorchAdapter:
     def _export_with(exporter: str, model: Any, example: Any, spec: Any, out_path: Path) -> None:
         import torch
 
-        names = {"input_names": ["input"], "output_names": ["logits"]}
+        common = {"input_names": ["input"], "output_names": ["logits"], "opset_version": spec.opset}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
                 # Dim.DYNAMIC lets torch.export derive bounds (e.g. sequence <= positions table);
                 # export.py renames the symbolic dims to the recipe's names afterwards.
                 axes = {dim: torch.export.Dim.DYNAMIC for dim in spec.dynamic_axes}
-                dynamic = (axes,) if axes else None
-                torch.onnx.export(
-                    model,
-                    (example,),
-                    str(out_path),
-                    dynamo=True,
-                    opset_version=spec.opset,
-                    dynamic_shapes=dynamic,
-                    external_data=False,
-                    verbose=False,
-                    **names,
-                )
+                options = {"dynamic_shapes": (axes,) if axes else None, "external_data": False}
             else:
-                axes = {"input": dict(spec.dynamic_axes)}
+                dynamic_axes = {"input": dict(spec.dynamic_axes)}
                 if 0 in spec.dynamic_axes:
-                    axes["logits"] = {0: spec.dynamic_axes[0]}
-                torch.onnx.export(
-                    model,
-                    (example,),
-                    str(out_path),
-                    dynamo=False,
-                    opset_version=spec.opset,
-                    dynamic_axes=axes,
-                    **names,
-                )
+                    dynamic_axes["logits"] = {0: spec.dynamic_axes[0]}
+                options = {"dynamic_axes": dynamic_axes}
+            torch.onnx.export(
+                model, (example,), str(out_path), dynamo=exporter == "dynamo", **common, **options
+            )
 
     def set_threads(self, threads: int | None) -> None:
         """Intra-op threads for inference."""
