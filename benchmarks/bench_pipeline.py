@@ -79,7 +79,9 @@ if int(threads):
     options.intra_op_num_threads = int(threads)
 options.inter_op_num_threads = 1
 session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-feed = {session.get_inputs()[0].name: np.load(batch_file)}
+arrays = dict(np.load(batch_file))
+single = next(iter(arrays.values()))
+feed = {i.name: arrays.get(i.name, single) for i in session.get_inputs()}
 for _ in range(int(warmup)):
     session.run(None, feed)
 timings = []
@@ -91,13 +93,13 @@ print(float(np.median(timings)))
 """
 
 
-def plain_loop_p50(
-    path: str, batch: np.ndarray, threads: int | None, warmup: int, iterations: int
-) -> float:
+def plain_loop_p50(path: str, batch, threads: int | None, warmup: int, iterations: int) -> float:
     """An independent measurement: a bare InferenceSession.run loop in its own clean process."""
+    from onnxforge.inputs import save
+
     with tempfile.TemporaryDirectory() as scratch:
-        batch_file = f"{scratch}/batch.npy"
-        np.save(batch_file, batch)
+        batch_file = f"{scratch}/batch.npz"
+        save(batch, Path(batch_file))
         result = subprocess.run(
             [
                 sys.executable,
@@ -161,9 +163,10 @@ def compare_with_plain_loop(
     recipe, rows: list, info: dict, repeats: int = 3, iterations: int = 500
 ) -> None:
     """Alternate harness and plain loop `repeats` times on each batch size's best variant."""
-    from onnxforge.benchmark import make_batch, measure_isolated
+    from onnxforge.benchmark import measure_isolated
+    from onnxforge.inputs import load, tile
 
-    features = np.load(info["features"])
+    features = load(info["features"])
     spec = recipe.benchmark
     for size in spec.batch_sizes:
         best = min(
@@ -196,7 +199,7 @@ def compare_with_plain_loop(
                 plain.append(
                     plain_loop_p50(
                         path,
-                        make_batch(features, size),
+                        tile(features, size),
                         spec.intra_op_threads,
                         spec.warmup,
                         iterations,

@@ -13,16 +13,15 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
-
-from onnxforge.benchmark import latency_stats, make_batch
+from onnxforge.benchmark import latency_stats
+from onnxforge.inputs import Features, load, named, tile
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def _onnx_call(request: dict[str, Any], batch: np.ndarray) -> Any:
+def _onnx_call(request: dict[str, Any], batch: Features) -> Any:
     from onnxforge.runtime import make_session
 
     session = make_session(
@@ -31,11 +30,11 @@ def _onnx_call(request: dict[str, Any], batch: np.ndarray) -> Any:
         request["intra_op_threads"],
         request["inter_op_threads"],
     )
-    feed = {session.get_inputs()[0].name: batch}
+    feed = named(batch, [graph_input.name for graph_input in session.get_inputs()])
     return lambda: session.run(None, feed)
 
 
-def _framework_call(request: dict[str, Any], batch: np.ndarray) -> Any:
+def _framework_call(request: dict[str, Any], batch: Features) -> Any:
     from onnxforge.adapters import get_adapter
     from onnxforge.datasets import load_splits
     from onnxforge.recipe import Recipe
@@ -50,8 +49,7 @@ def _framework_call(request: dict[str, Any], batch: np.ndarray) -> Any:
 
 def measure(request: dict[str, Any]) -> dict[str, Any]:
     """Create the session (or model), warm up, time; returns the numbers as a dict."""
-    features = np.load(request["features"])
-    batch = make_batch(features, request["batch_size"])
+    batch = tile(load(request["features"]), request["batch_size"])
     rss_before = _peak_rss_mb()
     started = time.perf_counter()
     make_call = _framework_call if request["kind"] == "framework" else _onnx_call

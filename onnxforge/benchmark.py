@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxforge.inputs import save as save_features
 from onnxforge.providers import PROVIDERS
 from onnxforge.recipe import BenchmarkSpec, Recipe
 from onnxforge.records import BenchResult, ModelArtifact, write_atomically
@@ -60,12 +61,6 @@ def latency_stats(
         "throughput": batch * 1000.0 / mean,
         "iterations": len(values),
     }
-
-
-def make_batch(features: np.ndarray, batch_size: int) -> np.ndarray:
-    """`batch_size` samples from `features`, repeated if there are too few."""
-    reps = -(-batch_size // len(features))
-    return np.ascontiguousarray(np.concatenate([features] * reps)[:batch_size])
 
 
 def measure_isolated(request: dict[str, Any], lock_path: Path) -> dict[str, Any]:
@@ -157,13 +152,13 @@ def bench_framework(
 
 
 def benchmark_inputs(recipe: Recipe, work_dir: Path) -> Path:
-    """The test split's features as a .npy file that every measurement process reads."""
+    """The test split's inputs as an .npz file that every measurement process reads."""
     from onnxforge.datasets import load_splits
 
-    path = work_dir / "bench_features.npy"
+    path = work_dir / "bench_features.npz"
     if not path.exists():
         features = load_splits(recipe.dataset).x_test
-        write_atomically(path, lambda temp: np.save(temp, features, allow_pickle=False))
+        write_atomically(path, lambda temp: save_features(features, temp))
     return path
 
 

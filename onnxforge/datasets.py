@@ -10,17 +10,18 @@ from typing import Any
 import numpy as np
 
 from onnxforge.errors import RecipeError
+from onnxforge.inputs import Features, count, fingerprint_bytes, take
 
 
 @dataclass(frozen=True)
 class Splits:
     """Seeded, stratified train / validation / test arrays (features float32, labels int64)."""
 
-    x_train: np.ndarray
+    x_train: Features  # one array, or named arrays for a multi-input model
     y_train: np.ndarray | None  # None for synthetic inputs: nothing to train or score against
-    x_val: np.ndarray
+    x_val: Features
     y_val: np.ndarray | None
-    x_test: np.ndarray
+    x_test: Features
     y_test: np.ndarray | None
 
     @property
@@ -33,9 +34,10 @@ class Splits:
     def fingerprint(self) -> str:
         """sha256 over every array's bytes, in split order: the dataset hash on registered versions."""
         digest = hashlib.sha256()
-        for array in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
-            if array is not None:
-                digest.update(np.ascontiguousarray(array).tobytes())
+        for part in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+            if part is not None:
+                for chunk in fingerprint_bytes(part):
+                    digest.update(chunk)
         return digest.hexdigest()
 
 
@@ -46,15 +48,19 @@ def _load_sklearn(spec: Any) -> tuple[np.ndarray, np.ndarray]:
     return bunch.data, bunch.target
 
 
-def _load_npz(spec: Any) -> tuple[np.ndarray, np.ndarray]:
+def _load_npz(spec: Any) -> tuple[Features, np.ndarray]:
+    """Named arrays; several feature names make a multi-input dataset (names = model inputs)."""
+    names = [spec.features] if isinstance(spec.features, str) else list(spec.features)
     with np.load(spec.path, allow_pickle=False) as archive:
-        missing = [key for key in (spec.features, spec.labels) if key not in archive.files]
+        missing = [key for key in (*names, spec.labels) if key not in archive.files]
         if missing:
             raise RecipeError(
                 f"dataset.features/labels: {spec.path} has no array named {missing[0]!r} "
                 f"(it has {', '.join(archive.files)})"
             )
-        return archive[spec.features], archive[spec.labels]
+        features = {name: archive[name] for name in names}
+        labels = archive[spec.labels]
+    return (features[names[0]] if isinstance(spec.features, str) else features), labels
 
 
 def token_majority(spec: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -95,17 +101,19 @@ def _load_table(spec: Any) -> tuple[np.ndarray, np.ndarray]:
     return table[spec.features].to_numpy(), table[spec.label].to_numpy()
 
 
-def _load_synthetic(spec: Any) -> tuple[np.ndarray, None]:
-    """Seeded random inputs in the declared range; integers drawn from [low, high)."""
+def _load_synthetic(spec: Any) -> tuple[Features, None]:
+    """Seeded random inputs in the declared ranges; integers drawn from [low, high)."""
     rng = np.random.default_rng(spec.seed)
-    (declared,) = spec.inputs
-    shape = [spec.samples] + [spec.dims[d] if isinstance(d, str) else d for d in declared.shape[1:]]
-    dtype = np.dtype(declared.dtype)
-    if dtype.kind in "iub":
-        values = rng.integers(int(declared.low), int(declared.high), size=shape)
-    else:
-        values = rng.uniform(declared.low, declared.high, size=shape)
-    return values.astype(dtype), None
+    arrays = {}
+    for declared in spec.inputs:
+        dims = [spec.dims[d] if isinstance(d, str) else d for d in declared.shape[1:]]
+        dtype = np.dtype(declared.dtype)
+        if dtype.kind in "iub":
+            values = rng.integers(int(declared.low), int(declared.high), size=[spec.samples, *dims])
+        else:
+            values = rng.uniform(declared.low, declared.high, size=[spec.samples, *dims])
+        arrays[declared.name] = values.astype(dtype)
+    return (next(iter(arrays.values())) if len(arrays) == 1 else arrays), None
 
 
 GENERATED_TASKS: dict[str, Callable[[Any], tuple[np.ndarray, np.ndarray]]] = {
@@ -127,23 +135,35 @@ def load_splits(spec: Any) -> Splits:
     from sklearn.model_selection import train_test_split
 
     features, labels = LOADERS[spec.source](spec)
-    features = _normalise(np.asarray(features), spec)
-    if labels is None:  # synthetic inputs: no labels, no stratification, no accuracy
-        x_rest, x_test = train_test_split(
-            features, test_size=spec.test_fraction, random_state=spec.seed
-        )
-        x_train, x_val = train_test_split(
-            x_rest, test_size=spec.val_fraction, random_state=spec.seed
-        )
-        return Splits(x_train, None, x_val, None, x_test, None)
-    labels = np.asarray(labels, dtype=np.int64)
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        features, labels, test_size=spec.test_fraction, random_state=spec.seed, stratify=labels
+    features = (
+        {name: _normalise(np.asarray(array), spec) for name, array in features.items()}
+        if isinstance(features, dict)
+        else _normalise(np.asarray(features), spec)
     )
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=spec.val_fraction, random_state=spec.seed, stratify=y_rest
+    index = np.arange(count(features))
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.int64)
+    rest, test = train_test_split(
+        index, test_size=spec.test_fraction, random_state=spec.seed, stratify=labels
     )
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test)
+    train, val = train_test_split(
+        rest,
+        test_size=spec.val_fraction,
+        random_state=spec.seed,
+        stratify=None if labels is None else labels[rest],
+    )
+
+    def labels_at(part: np.ndarray) -> np.ndarray | None:
+        return None if labels is None else labels[part]
+
+    return Splits(
+        take(features, train),
+        labels_at(train),
+        take(features, val),
+        labels_at(val),
+        take(features, test),
+        labels_at(test),
+    )
 
 
 def _normalise(features: np.ndarray, spec: Any) -> np.ndarray:

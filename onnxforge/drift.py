@@ -19,11 +19,11 @@ def _activations(
         modify_model_output_intermediate_tensors,
     )
 
-    from onnxforge.variants.quantization import ArrayReader, first_input_name
+    from onnxforge.variants.quantization import ArrayReader, graph_input_names
 
     augmented = scratch / f"{tag}.onnx"
     modify_model_output_intermediate_tensors(model_path, augmented)
-    reader = ArrayReader(first_input_name(Path(model_path)), features)
+    reader = ArrayReader(graph_input_names(Path(model_path)), features)
     return collect_activations(str(augmented), reader)
 
 

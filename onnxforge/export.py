@@ -8,6 +8,7 @@ from typing import Any
 from onnxforge.adapters import get_adapter
 from onnxforge.datasets import load_splits
 from onnxforge.errors import StageError
+from onnxforge.inputs import take
 from onnxforge.recipe import Recipe
 from onnxforge.records import ModelArtifact, describe_onnx, write_atomically
 from onnxforge.training import load_source_model
@@ -21,7 +22,7 @@ def export_model(recipe: Recipe, checkpoint: str, out_dir: Path) -> ModelArtifac
     model = load_source_model(recipe, checkpoint, splits)
     adapter = get_adapter(recipe.model.framework)
     # A batch of 4 keeps the exporter from specialising the batch dimension to 0/1.
-    example = splits.x_test[:4]
+    example = take(splits.x_test, slice(0, 4))
     producer = ""
 
     def write(temp: Path) -> None:
@@ -30,34 +31,36 @@ def export_model(recipe: Recipe, checkpoint: str, out_dir: Path) -> ModelArtifac
             producer = adapter.export(model, example, recipe.export, temp)
         except RuntimeError as error:
             raise StageError("export", str(error), variant="fp32") from None
-        stamp_and_check(temp, producer, recipe.export.dynamic_axes)
+        stamp_and_check(temp, producer, recipe.export)
 
     path = write_atomically(out_dir / "fp32.onnx", write)
     return describe_onnx(path, "fp32", None, producer)
 
 
-def name_dynamic_axes(model: Any, axes: dict[int, str]) -> None:
-    """Give the first input's (and the outputs' batch) symbolic dims the recipe's names; a
-    declared axis that came out fixed is an export error."""
-    graph_input = model.graph.input[0]
-    dims = graph_input.type.tensor_type.shape.dim
-    for index, name in axes.items():
-        if index >= len(dims) or dims[index].HasField("dim_value"):
-            raise StageError(
-                "export",
-                f"export.dynamic_axes: input {graph_input.name!r} dimension {index} ({name}) "
-                "came out fixed in the exported graph",
-                variant="fp32",
-            )
-        dims[index].dim_param = name
-    if 0 in axes:
-        for output in model.graph.output:
-            out_dims = output.type.tensor_type.shape.dim
-            if out_dims and not out_dims[0].HasField("dim_value"):
-                out_dims[0].dim_param = axes[0]
+def name_dynamic_axes(model: Any, spec: Any) -> None:
+    """Give each input's symbolic dims (and the outputs' batch dim) the recipe's names; a declared
+    axis that came out fixed is an export error."""
+    initializers = {init.name for init in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in initializers]
+    for graph_input in graph_inputs:
+        dims = graph_input.type.tensor_type.shape.dim
+        for index, name in spec.axes_for(graph_input.name).items():
+            if index >= len(dims) or dims[index].HasField("dim_value"):
+                raise StageError(
+                    "export",
+                    f"export.dynamic_axes: input {graph_input.name!r} dimension {index} ({name}) "
+                    "came out fixed in the exported graph",
+                    variant="fp32",
+                )
+            dims[index].dim_param = name
+    batch = spec.axes_for(graph_inputs[0].name).get(0) if graph_inputs else None
+    for output in model.graph.output if batch else []:
+        out_dims = output.type.tensor_type.shape.dim
+        if out_dims and not out_dims[0].HasField("dim_value"):
+            out_dims[0].dim_param = batch
 
 
-def stamp_and_check(path: Path, producer: str, axes: dict[int, str]) -> None:
+def stamp_and_check(path: Path, producer: str, axes: Any) -> None:
     """Record the producer in the metadata, name the dynamic axes, full-check, infer shapes."""
     import onnx
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxforge.inputs import take
 from onnxforge.providers import PROVIDERS
 from onnxforge.recipe import Recipe
 from onnxforge.records import ModelArtifact, OutputParity, ParityFailure, ParityResult
@@ -187,14 +188,14 @@ def check_all(
 
     splits = load_splits(recipe.dataset)
     model = load_source_model(recipe, checkpoint, splits)
-    reference = [get_adapter(recipe.model.framework).predict(model, splits.x_test)]
+    reference = get_adapter(recipe.model.framework).predict(model, splits.x_test)
     by_variant = {a.variant: a for a in artifacts}
     results = []
     for artifact in artifacts:
         result = check_variant(recipe, artifact, splits.x_test, splits.y_test, reference)
         parent = by_variant.get(artifact.parent or "")
         if not result.passed and VARIANTS[artifact.variant].quantized and parent is not None:
-            drift = drifting_layers(parent.path, artifact.path, splits.x_test[:64])
+            drift = drifting_layers(parent.path, artifact.path, take(splits.x_test, slice(0, 64)))
             result = result.model_copy(update={"drifting_layers": tuple(drift)})
         results.append(result)
     return results

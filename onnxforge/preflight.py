@@ -5,6 +5,7 @@ from __future__ import annotations
 from onnxforge.adapters import get_adapter
 from onnxforge.datasets import load_splits
 from onnxforge.errors import RecipeError
+from onnxforge.inputs import describe, take
 from onnxforge.recipe import Recipe, load_recipe
 
 
@@ -23,15 +24,14 @@ def preflight(recipe: Recipe, source: str) -> None:
         adapter.check_source(recipe.model)
     except ValueError as error:
         raise RecipeError(f"{source}: {error}") from None
-    shape = tuple(splits.x_train.shape[1:])
+    samples = describe(splits.x_train)  # e.g. "(1, 8, 8) float32", or one entry per named input
     label = recipe.model.architecture or str(recipe.model.file)
     try:
         model = fresh_model(recipe, splits)
     except Exception as error:  # noqa: BLE001 - bad kwargs or a shape the architecture can't take
         raise RecipeError(
             f"{source}: model.kwargs / dataset.sample_shape: cannot build "
-            f"{label!r} with {recipe.model.kwargs} for samples of shape "
-            f"{shape}: {error}"
+            f"{label!r} with {recipe.model.kwargs} for samples {samples}: {error}"
         ) from None
     if recipe.model.checkpoint is not None:
         try:
@@ -43,11 +43,11 @@ def preflight(recipe: Recipe, source: str) -> None:
                 f"model {label!r}: {first_line}"
             ) from None
     try:
-        adapter.predict(model, splits.x_train[:2])
+        adapter.predict(model, take(splits.x_train, slice(0, 2)))
     except Exception as error:  # noqa: BLE001
         raise RecipeError(
-            f"{source}: dataset: samples of shape {shape} and dtype {splits.x_train.dtype} "
-            f"do not fit model {label!r}: {str(error).strip().splitlines()[0]}"
+            f"{source}: dataset: samples {samples} do not fit model {label!r}: "
+            f"{str(error).strip().splitlines()[0]}"
         ) from None
 
 

@@ -82,7 +82,7 @@ class NpzDataset(SplitSpec):
 
     source: Literal["npz"]
     path: Path
-    features: str = "x"
+    features: str | list[str] = "x"  # several names: one array per model input, in input order
     labels: str = "y"
     sample_shape: list[Annotated[int, Field(ge=1)]] | None = None
     scale: float = Field(1.0, gt=0)
@@ -138,7 +138,7 @@ class SyntheticDataset(SplitSpec):
     """Random inputs from a declared spec, for models with no labelled data (no accuracy metrics)."""
 
     source: Literal["synthetic"]
-    inputs: list[SyntheticInput] = Field(min_length=1, max_length=1)  # one input for now
+    inputs: list[SyntheticInput] = Field(min_length=1)
     samples: int = Field(512, ge=10)
     # a value for each symbolic dimension other than the batch, e.g. {sequence: 32}
     dims: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
@@ -224,16 +224,27 @@ class TrainSpec(Strict):
     threads: int | None = Field(None, ge=1)
 
 
+AxisName = Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]
+
+
 class ExportSpec(Strict):
     """ONNX export: opset, exporter (default: the framework's first; others are fallbacks), axes."""
 
     opset: int = Field(18, ge=13, le=23)
     exporter: str | None = None
     fallback: bool = True
-    # input dimension -> name; each is checked to be symbolic in the exported graph. {} = static.
-    dynamic_axes: dict[
-        Annotated[int, Field(ge=0)], Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]
-    ] = Field(default_factory=lambda: {0: "batch"})
+    # input dimension -> name, for every input ({0: batch, 1: sequence}), or per input name
+    # ({ids: {0: batch, 1: sequence}, mask: {...}}); each is checked to be symbolic. {} = static.
+    dynamic_axes: (
+        dict[Annotated[int, Field(ge=0)], AxisName]
+        | dict[str, dict[Annotated[int, Field(ge=0)], AxisName]]
+    ) = Field(default_factory=lambda: {0: "batch"})
+
+    def axes_for(self, input_name: str) -> dict[int, str]:
+        """The declared dynamic axes of one input."""
+        if all(isinstance(key, int) for key in self.dynamic_axes):
+            return dict(self.dynamic_axes)  # type: ignore[arg-type]
+        return dict(self.dynamic_axes.get(input_name, {}))  # type: ignore[arg-type]
 
 
 def _variants_section() -> type[BaseModel]:

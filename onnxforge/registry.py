@@ -5,8 +5,6 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-import numpy as np
-
 from onnxforge.metrics import PARITY_FIELDS, bench_metrics, objective_key, parity_metrics
 from onnxforge.recipe import Recipe
 from onnxforge.records import BenchResult, ModelArtifact, ParityResult, Registration
@@ -20,7 +18,7 @@ def log_variant_models(
     artifacts: list[ModelArtifact],
     parity: list[ParityResult],
     bench: list[BenchResult],
-    example: np.ndarray,
+    example: Any,
 ) -> dict[str, str]:
     """Log each variant as a LoggedModel with signature and input example; returns variant -> model id."""
     import mlflow
@@ -28,16 +26,17 @@ def log_variant_models(
     import onnx
     from mlflow.models import infer_signature
 
-    from onnxforge.runtime import make_session
+    from onnxforge.inputs import named
+    from onnxforge.runtime import input_names, make_session
 
     client(context.tracking_uri)
     # Every variant keeps the export's inputs and outputs, so the fp32 export's outputs give the
     # signature for all (a GPU-only variant need not run here).
     reference = next(a for a in artifacts if a.variant == "fp32")
     session = make_session(reference.path, "CPUExecutionProvider")
-    signature = infer_signature(
-        example, session.run(None, {session.get_inputs()[0].name: example})[0]
-    )
+    feed = named(example, input_names(session))
+    example = feed if len(feed) > 1 else example  # several inputs: the signature names them
+    signature = infer_signature(example, session.run(None, feed)[0])
     model_ids = {}
     with mlflow.start_run(run_id=context.run_id):
         for artifact in artifacts:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxforge.inputs import Features, count, named, take
 from onnxforge.providers import PROVIDERS
 
 
@@ -36,10 +37,16 @@ def make_session(
     return session
 
 
-def run_batched(session: Any, features: np.ndarray, batch_size: int = 256) -> list[np.ndarray]:
+def input_names(session: Any) -> list[str]:
+    """The session's input names, in order."""
+    return [graph_input.name for graph_input in session.get_inputs()]
+
+
+def run_batched(session: Any, features: Features, batch_size: int = 256) -> list[np.ndarray]:
     """Run the single-input session over `features` in batches; one array per output."""
-    input_name = session.get_inputs()[0].name
+    names = input_names(session)
     chunks: list[list[np.ndarray]] = []
-    for start in range(0, len(features), batch_size):
-        chunks.append(session.run(None, {input_name: features[start : start + batch_size]}))
+    for start in range(0, count(features), batch_size):
+        feed = named(take(features, slice(start, start + batch_size)), names)
+        chunks.append(session.run(None, feed))
     return [np.concatenate([chunk[i] for chunk in chunks]) for i in range(len(chunks[0]))]

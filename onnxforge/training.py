@@ -9,6 +9,7 @@ from typing import Any
 
 from onnxforge.adapters import get_adapter
 from onnxforge.datasets import Splits, load_splits
+from onnxforge.inputs import sample_shape
 from onnxforge.recipe import Recipe
 from onnxforge.records import TrainResult, sha256_of, write_atomically
 
@@ -23,7 +24,7 @@ def fresh_model(recipe: Recipe, splits: Splits) -> Any:
     np.random.seed(recipe.train.seed)
     adapter = get_adapter(recipe.model.framework)
     adapter.seed(recipe.train.seed)
-    return adapter.build(recipe.model, tuple(splits.x_train.shape[1:]), splits.num_classes)
+    return adapter.build(recipe.model, sample_shape(splits.x_train), splits.num_classes)
 
 
 def load_source_model(recipe: Recipe, checkpoint: str | Path, splits: Splits) -> Any:
@@ -59,8 +60,8 @@ def train_model(
         checkpoint_sha256=sha256_of(checkpoint),
         dataset_hash=splits.fingerprint(),
         epochs_run=epochs_run,
-        val_accuracy=_accuracy(adapter.predict(reloaded, splits.x_val), splits.y_val),
-        test_accuracy=_accuracy(adapter.predict(reloaded, splits.x_test), splits.y_test),
+        val_accuracy=_accuracy(adapter.predict(reloaded, splits.x_val)[0], splits.y_val),
+        test_accuracy=_accuracy(adapter.predict(reloaded, splits.x_test)[0], splits.y_test),
         seconds=seconds,
     )
 

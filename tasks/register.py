@@ -6,6 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from onnxforge.datasets import load_splits
+from onnxforge.inputs import take
 from onnxforge.metrics import provider_short
 from onnxforge.recipe import Recipe
 from onnxforge.records import BenchResult, ModelArtifact, ParityResult, Registration, TrainResult
@@ -30,7 +31,7 @@ def register(
 ) -> Registration:
     """LoggedModel per variant; a registry version only for a variant that passed parity."""
     logger = get_run_logger()
-    example = load_splits(recipe.dataset).x_test[:2]
+    example = take(load_splits(recipe.dataset).x_test, slice(0, 2))
     model_ids = log_variant_models(context, artifacts, parity, bench, example)
     per_provider = best_per_provider(recipe, artifacts, parity, bench)
     mlflow_client = client(context.tracking_uri)

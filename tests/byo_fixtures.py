@@ -118,3 +118,34 @@ def keras_file(folder: Path) -> Path:
     path = folder / "tiny.keras"
     model.save(path)
     return path
+
+
+TWO_INPUT_MODULE = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+
+    class TwoInputNet(nn.Module):
+        """Digits as two inputs: the top and the bottom half of the image."""
+
+        def __init__(self, hidden: int = 32):
+            super().__init__()
+            self.top_branch = nn.Linear(32, hidden)
+            self.bottom_branch = nn.Linear(32, hidden)
+            self.head = nn.Sequential(nn.ReLU(), nn.Linear(2 * hidden, 10))
+
+        def forward(self, top, bottom):
+            return self.head(torch.cat([self.top_branch(top), self.bottom_branch(bottom)], dim=1))
+''')
+
+
+def two_input_data(folder: Path) -> Path:
+    """`two_input.py` (the module) and `halves.npz` (arrays top, bottom, label) in `folder`."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    (folder / "two_input.py").write_text(TWO_INPUT_MODULE)
+    digits = load_digits()
+    path = folder / "halves.npz"
+    np.savez(path, top=digits.data[:, :32], bottom=digits.data[:, 32:], label=digits.target)
+    return path

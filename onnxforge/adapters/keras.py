@@ -102,10 +102,15 @@ class KerasAdapter:
             callbacks=[report],
         )
 
-    def predict(self, model: Any, features: np.ndarray) -> np.ndarray:
-        """Logits, in inference mode."""
+    def predict(self, model: Any, features: Any) -> list[np.ndarray]:
+        """Every output, in inference mode."""
         _tf()
-        return np.asarray(model.predict(features, batch_size=PREDICT_BATCH, verbose=0))
+        outputs = model.predict(features, batch_size=PREDICT_BATCH, verbose=0)
+        if isinstance(outputs, dict):
+            return [np.asarray(value) for value in outputs.values()]
+        if isinstance(outputs, (list, tuple)):
+            return [np.asarray(value) for value in outputs]
+        return [np.asarray(outputs)]
 
     def save_checkpoint(self, model: Any, path: Path) -> None:
         """Save the weights (HDF5, no code)."""
@@ -115,22 +120,36 @@ class KerasAdapter:
         """Load weights into `model`; a layer or shape mismatch raises."""
         model.load_weights(str(path))
 
-    def export(self, model: Any, example: np.ndarray, export_spec: Any, out_path: Path) -> str:
-        """tf2onnx.convert.from_function over a tf.function with the declared dynamic axes."""
+    def export(self, model: Any, example: Any, export_spec: Any, out_path: Path) -> str:
+        """tf2onnx.convert.from_function over a tf.function with the declared dynamic axes.
+
+        Named inputs (a dict) become one signature entry each, passed to the model as a dict.
+        """
         tf = _tf()
         import keras
         import onnx
         import tf2onnx
 
-        shape = [
-            None if dim in export_spec.dynamic_axes else size
-            for dim, size in enumerate(example.shape)
-        ]
-        signature = (tf.TensorSpec(shape, tf.as_dtype(example.dtype), name="input"),)
+        arrays = example if isinstance(example, dict) else {"input": example}
+        signature = tuple(
+            tf.TensorSpec(
+                [
+                    None if dim in export_spec.axes_for(name) else size
+                    for dim, size in enumerate(array.shape)
+                ],
+                tf.as_dtype(array.dtype),
+                name=name,
+            )
+            for name, array in arrays.items()
+        )
+        names = list(arrays)
 
         @tf.function(input_signature=signature)
-        def serve(features: Any) -> dict[str, Any]:
-            return {"logits": model(features, training=False)}
+        def serve(*tensors: Any) -> dict[str, Any]:
+            inputs = (
+                dict(zip(names, tensors, strict=True)) if isinstance(example, dict) else tensors[0]
+            )
+            return {"logits": model(inputs, training=False)}
 
         proto, _ = tf2onnx.convert.from_function(
             serve, input_signature=signature, opset=export_spec.opset
@@ -151,7 +170,11 @@ class KerasAdapter:
     def latency_callable(self, model: Any, batch: np.ndarray) -> Callable[[], Any]:
         """One graph-mode forward pass (what Keras's predict runs)."""
         tf = _tf()
-        tensor = tf.constant(batch)
+        tensor = (
+            {k: tf.constant(v) for k, v in batch.items()}
+            if isinstance(batch, dict)
+            else tf.constant(batch)
+        )
         forward = tf.function(lambda x: model(x, training=False))
         return lambda: forward(tensor).numpy()
 

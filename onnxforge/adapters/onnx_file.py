@@ -82,11 +82,11 @@ class OnnxAdapter:
         """Never called: the recipe schema requires train.enabled: false for ONNX files."""
         raise NotImplementedError("an ONNX file cannot be trained; set train.enabled: false")
 
-    def predict(self, model: OnnxSource, features: np.ndarray) -> np.ndarray:
-        """The first output of the user's file on ONNX Runtime's CPU provider."""
+    def predict(self, model: OnnxSource, features: Any) -> list[np.ndarray]:
+        """Every output of the user's file on ONNX Runtime's CPU provider."""
         from onnxforge.runtime import run_batched
 
-        return run_batched(model.session, features)[0]
+        return run_batched(model.session, features)
 
     def save_checkpoint(self, model: OnnxSource, path: Path) -> None:
         """A self-contained copy (external data folded in) kept with the run."""
@@ -114,7 +114,10 @@ class OnnxAdapter:
 
     def latency_callable(self, model: OnnxSource, batch: np.ndarray) -> Callable[[], Any]:
         """The user's file on ONNX Runtime's CPU provider."""
-        feed = {model.session.get_inputs()[0].name: batch}
+        from onnxforge.inputs import named
+        from onnxforge.runtime import input_names
+
+        feed = named(batch, input_names(model.session))
         return lambda: model.session.run(None, feed)
 
 

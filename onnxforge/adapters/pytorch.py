@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from onnxforge.inputs import Features, take
+
 
 def import_object(path: str) -> Any:
     """`package.module:Name` -> the object (the working directory is importable, as for `python -m`)."""
@@ -62,31 +64,30 @@ class PyTorchAdapter:
             raise ValueError(f"model.architecture: {model_spec.architecture!r} is not callable")
 
     def fit(self, model: Any, splits: Any, train_spec: Any, on_epoch: Callable[..., None]) -> None:
-        """Adam + cross-entropy, seeded shuffles; reports loss and accuracy per epoch."""
+        """Adam + cross-entropy on the first output, seeded shuffles; loss and accuracy per epoch."""
         import torch
 
         if train_spec.threads:
             torch.set_num_threads(train_spec.threads)
         generator = torch.Generator().manual_seed(train_spec.seed)
-        features = torch.from_numpy(splits.x_train)
         labels = torch.from_numpy(splits.y_train)
         optimizer = torch.optim.Adam(model.parameters(), lr=train_spec.learning_rate)
         loss_fn = torch.nn.CrossEntropyLoss()
         for epoch in range(1, train_spec.epochs + 1):
             model.train()
-            order = torch.randperm(len(features), generator=generator)
+            order = torch.randperm(len(labels), generator=generator).numpy()
             total_loss, correct = 0.0, 0
             for start in range(0, len(order), train_spec.batch_size):
                 index = order[start : start + train_spec.batch_size]
                 optimizer.zero_grad()
-                logits = model(features[index])
+                logits = _outputs(_call(model, take(splits.x_train, index)))[0]
                 loss = loss_fn(logits, labels[index])
                 loss.backward()
                 optimizer.step()
                 total_loss += loss.item() * len(index)
                 correct += int((logits.argmax(1) == labels[index]).sum())
             model.eval()
-            val_logits = self.predict(model, splits.x_val)
+            val_logits = self.predict(model, splits.x_val)[0]
             on_epoch(
                 epoch,
                 {
@@ -96,12 +97,12 @@ class PyTorchAdapter:
                 },
             )
 
-    def predict(self, model: Any, features: np.ndarray) -> np.ndarray:
-        """Logits under inference mode."""
+    def predict(self, model: Any, features: Features) -> list[np.ndarray]:
+        """Every output, under inference mode."""
         import torch
 
         with torch.inference_mode():
-            return model(torch.from_numpy(np.ascontiguousarray(features))).numpy()
+            return [out.numpy() for out in _outputs(_call(model, features))]
 
     def save_checkpoint(self, model: Any, path: Path) -> None:
         """Save the state_dict (weights only, no pickled code)."""
@@ -117,7 +118,7 @@ class PyTorchAdapter:
         model.load_state_dict(state, strict=True)
         model.eval()
 
-    def export(self, model: Any, example: np.ndarray, export_spec: Any, out_path: Path) -> str:
+    def export(self, model: Any, example: Features, export_spec: Any, out_path: Path) -> str:
         """torch.onnx.export with the preferred exporter, falling back to the other one."""
         import torch
 
@@ -127,31 +128,43 @@ class PyTorchAdapter:
         errors = []
         for exporter in order:
             try:
-                self._export_with(exporter, model, torch.from_numpy(example), export_spec, out_path)
+                self._export_with(exporter, model, example, export_spec, out_path)
                 return f"torch.onnx.export[{exporter}] torch {torch.__version__}"
             except Exception as error:  # noqa: BLE001 - every exporter error is a reason to fall back
                 errors.append(f"{exporter}: {type(error).__name__}: {str(error).splitlines()[0]}")
         raise RuntimeError("; ".join(errors))
 
     @staticmethod
-    def _export_with(exporter: str, model: Any, example: Any, spec: Any, out_path: Path) -> None:
+    def _export_with(
+        exporter: str, model: Any, example: Features, spec: Any, out_path: Path
+    ) -> None:
         import torch
 
-        common = {"input_names": ["input"], "output_names": ["logits"], "opset_version": spec.opset}
+        tensors = _tensors(example)
+        names = list(tensors) if isinstance(tensors, dict) else ["input"]
+        with torch.inference_mode():
+            output_count = len(_outputs(_call(model, example)))
+        outputs = ["logits"] if output_count == 1 else [f"output_{i}" for i in range(output_count)]
+        # Named inputs go in as keyword arguments (forward's parameter names), one array as the
+        # single positional argument.
+        args, kwargs = ((), tensors) if isinstance(tensors, dict) else ((tensors,), {})
+        common = {"input_names": names, "output_names": outputs, "opset_version": spec.opset}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
                 # Dim.DYNAMIC lets torch.export derive bounds (e.g. sequence <= positions table);
                 # export.py renames the symbolic dims to the recipe's names afterwards.
-                axes = {dim: torch.export.Dim.DYNAMIC for dim in spec.dynamic_axes}
-                options = {"dynamic_shapes": (axes,) if axes else None, "external_data": False}
+                shapes = {n: {d: torch.export.Dim.DYNAMIC for d in spec.axes_for(n)} for n in names}
+                dynamic = shapes if kwargs else (shapes["input"],)
+                options = {"dynamic_shapes": dynamic, "kwargs": kwargs, "external_data": False}
             else:
-                dynamic_axes = {"input": dict(spec.dynamic_axes)}
-                if 0 in spec.dynamic_axes:
-                    dynamic_axes["logits"] = {0: spec.dynamic_axes[0]}
+                dynamic_axes = {n: dict(spec.axes_for(n)) for n in names}
+                batch = spec.axes_for(names[0]).get(0)
+                dynamic_axes |= {o: {0: batch} for o in outputs if batch}
+                args = args or tuple(kwargs.values())
                 options = {"dynamic_axes": dynamic_axes}
             torch.onnx.export(
-                model, (example,), str(out_path), dynamo=exporter == "dynamo", **common, **options
+                model, args, str(out_path), dynamo=exporter == "dynamo", **common, **options
             )
 
     def set_threads(self, threads: int | None) -> None:
@@ -161,17 +174,40 @@ class PyTorchAdapter:
         if threads:
             torch.set_num_threads(threads)
 
-    def latency_callable(self, model: Any, batch: np.ndarray) -> Callable[[], Any]:
+    def latency_callable(self, model: Any, batch: Features) -> Callable[[], Any]:
         """One eager forward pass under inference mode."""
         import torch
 
-        tensor = torch.from_numpy(np.ascontiguousarray(batch))
+        tensors = _tensors(batch)
 
         def run() -> Any:
             with torch.inference_mode():
-                return model(tensor)
+                return model(**tensors) if isinstance(tensors, dict) else model(tensors)
 
         return run
+
+
+def _tensors(features: Features) -> Any:
+    import torch
+
+    if isinstance(features, dict):
+        return {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in features.items()}
+    return torch.from_numpy(np.ascontiguousarray(features))
+
+
+def _call(model: Any, features: Features) -> Any:
+    """Named inputs as keyword arguments, one array as the positional argument."""
+    tensors = _tensors(features)
+    return model(**tensors) if isinstance(tensors, dict) else model(tensors)
+
+
+def _outputs(result: Any) -> list[Any]:
+    """A model's outputs as a list: a tensor, a tuple/list, or a dict (in its order)."""
+    if isinstance(result, dict):
+        return list(result.values())
+    if isinstance(result, (tuple, list)):
+        return list(result)
+    return [result]
 
 
 ADAPTER = PyTorchAdapter()

@@ -9,8 +9,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from onnxforge.inputs import Features, count, take
 from onnxforge.variants import Tolerance, VariantSettings, VariantSpec, register
-from onnxforge.variants.quantization import ArrayReader, first_input_name, pre_process
+from onnxforge.variants.quantization import ArrayReader, graph_input_names, pre_process
 
 
 class StaticSettings(VariantSettings):
@@ -26,11 +27,11 @@ class StaticSettings(VariantSettings):
     nodes_to_exclude: list[str] = Field(default_factory=list)
 
 
-def calibration_sample(features: np.ndarray, samples: int, seed: int) -> np.ndarray:
-    """A seeded, order-stable subset of the training features."""
-    count = min(samples, len(features))
-    index = np.sort(np.random.default_rng(seed).choice(len(features), size=count, replace=False))
-    return features[index]
+def calibration_sample(features: Features, samples: int, seed: int) -> Features:
+    """A seeded, order-stable subset of the training inputs."""
+    total = count(features)
+    chosen = np.random.default_rng(seed).choice(total, size=min(samples, total), replace=False)
+    return take(features, np.sort(chosen))
 
 
 def make_int8_static(
@@ -41,7 +42,7 @@ def make_int8_static(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     reader = ArrayReader(
-        first_input_name(parent), calibration_sample(train, settings.samples, settings.seed)
+        graph_input_names(parent), calibration_sample(train, settings.samples, settings.seed)
     )
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
@@ -60,7 +61,7 @@ def make_int8_static(
         )
     return (
         f"onnxruntime.quantization.quantize_static[QDQ] onnxruntime {onnxruntime.__version__} "
-        f"({settings.calibration}, {min(settings.samples, len(train))} samples, "
+        f"({settings.calibration}, {min(settings.samples, count(train))} samples, "
         f"{settings.activation_type}/{settings.weight_type}, per_channel={settings.per_channel}; {note})"
     )
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxforge.inputs import Features, count, named, take
+
 
 def pre_process(source: Path, target: Path) -> str:
     """quant_pre_process; retried without symbolic shape inference, which fails on some graphs."""
@@ -21,23 +23,22 @@ def pre_process(source: Path, target: Path) -> str:
 
 
 class ArrayReader:
-    """A CalibrationDataReader over an array, `batch_size` samples at a time."""
+    """A CalibrationDataReader over the pipeline's inputs, `batch_size` samples at a time."""
 
-    def __init__(self, input_name: str, features: np.ndarray, batch_size: int = 16) -> None:
-        self.input_name, self.features, self.batch_size = input_name, features, batch_size
-        self._batches: Iterator[np.ndarray] | None = None
+    def __init__(self, names: list[str], features: Features, batch_size: int = 16) -> None:
+        self.names, self.features, self.batch_size = names, features, batch_size
+        self._starts: Iterator[int] | None = None
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._batches is None:
-            self._batches = iter(
-                self.features[start : start + self.batch_size]
-                for start in range(0, len(self.features), self.batch_size)
-            )
-        batch = next(self._batches, None)
-        return None if batch is None else {self.input_name: batch}
+        if self._starts is None:
+            self._starts = iter(range(0, count(self.features), self.batch_size))
+        start = next(self._starts, None)
+        if start is None:
+            return None
+        return named(take(self.features, slice(start, start + self.batch_size)), self.names)
 
     def rewind(self) -> None:
-        self._batches = None
+        self._starts = None
 
     # CalibrationDataReader's iteration protocol, without importing onnxruntime at import time.
     def __iter__(self) -> ArrayReader:
@@ -50,10 +51,10 @@ class ArrayReader:
         return batch
 
 
-def first_input_name(path: Path) -> str:
-    """The model's first graph input that is not an initializer."""
+def graph_input_names(path: Path) -> list[str]:
+    """The model's graph inputs that are not initializers, in order."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     initializers = {init.name for init in model.graph.initializer}
-    return next(i.name for i in model.graph.input if i.name not in initializers)
+    return [i.name for i in model.graph.input if i.name not in initializers]

@@ -24,19 +24,19 @@ def make_simplified(
     import onnx
     import onnxsim
 
-    from onnxforge.variants.quantization import first_input_name
+    from onnxforge.inputs import named, take
+    from onnxforge.variants.quantization import graph_input_names
 
     size = parent.stat().st_size
     if size > settings.max_bytes:
         raise RuntimeError(f"model is {size} bytes, over max_bytes={settings.max_bytes}")
     # Real samples, not onnxsim's random fill: random token ids would index past an embedding.
-    batch = np.ascontiguousarray(samples[:4])
-    name = first_input_name(parent)
+    feed = named(take(samples, slice(0, 4)), graph_input_names(parent))
     simplified, check_ok = onnxsim.simplify(
         onnx.load(str(parent)),
         check_n=settings.check_n,
-        test_input_shapes={name: list(batch.shape)},
-        input_data={name: batch},
+        test_input_shapes={name: list(array.shape) for name, array in feed.items()},
+        input_data=feed,
     )
     if not check_ok:
         raise RuntimeError("onnxsim's own output check failed")

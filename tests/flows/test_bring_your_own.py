@@ -134,3 +134,48 @@ def test_a_model_fed_only_by_a_synthetic_spec(
     assert metrics["parity.fp32.passed"] == 1 and "parity.fp32.top1_agreement" in metrics
     absent = [k for k in metrics if k.endswith("accuracy") and not k.startswith("bench.")]
     assert absent == [], "without labels, accuracy metrics are absent, not zero"
+
+
+def test_a_two_input_model_trains_exports_and_registers(
+    prefect_harness: None, mlflow_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    import onnx
+
+    from flows.onnx_pipeline import onnx_pipeline
+    from tests.byo_fixtures import two_input_data
+
+    data = two_input_data(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    dataset = {
+        "source": "npz",
+        "path": str(data),
+        "features": ["top", "bottom"],
+        "labels": "label",
+        "scale": 16.0,
+    }
+    recipe = _recipe(
+        tmp_path,
+        DEFAULT_RECIPE,
+        {"framework": "pytorch", "architecture": "two_input:TwoInputNet"},
+        dataset=dataset,
+        train={"epochs": 15, "learning_rate": 0.01},
+    )
+    registration = onnx_pipeline(recipe_path=str(recipe), overrides=QUICK)
+    assert registration.version == "1", registration.reason
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_store)
+    version = client.get_model_version("byo-model", "1")
+    metrics = client.get_run(version.tags["source_run_id"]).data.metrics
+    assert metrics["train.test_accuracy"] > 0.9 and metrics["parity.fp32.passed"] == 1
+    assert "parity.int8-dynamic.max_abs_err" in metrics  # both inputs fed through quantization too
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri="models:/byo-model/1", dst_path=str(tmp_path / "dl")
+        )
+    )
+    graph = onnx.load(str(local / "model.onnx")).graph
+    assert [i.name for i in graph.input] == ["top", "bottom"]
+    assert all(i.type.tensor_type.shape.dim[0].dim_param == "batch" for i in graph.input)
+    signature = (local / "MLmodel").read_text()
+    assert '"name": "top"' in signature and '"name": "bottom"' in signature

@@ -138,7 +138,7 @@ def test_samples_that_do_not_fit_the_model(tmp_path: Path) -> None:
         load_and_check(str(path))
     assert str(caught.value).startswith(
         f"{path}: model.kwargs / dataset.sample_shape: cannot build 'small_cnn' with "
-        "{'channels': 16, 'hidden': 64} for samples of shape (64,): "
+        "{'channels': 16, 'hidden': 64} for samples (64,) float32: "
     )
 
 
@@ -294,9 +294,7 @@ def test_synthetic_spec_that_does_not_match_the_model(tmp_path: Path) -> None:
     with pytest.raises(RecipeError) as caught:
         load_and_check(str(path))
     message = str(caught.value)
-    assert message.startswith(
-        f"{path}: dataset: samples of shape (64,) and dtype float32 do not fit model "
-    )
+    assert message.startswith(f"{path}: dataset: samples (64,) float32 do not fit model ")
     assert "\n" not in message
 
 

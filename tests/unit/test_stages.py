@@ -82,10 +82,11 @@ def test_a_declared_axis_that_comes_out_fixed_is_an_export_error(
 ) -> None:
     from onnxforge.errors import StageError
     from onnxforge.export import name_dynamic_axes
+    from onnxforge.recipe import ExportSpec
 
     model = onnx.load(fp32_path_for_axes_test(trained, tmp_path))
     with pytest.raises(StageError, match=r"dimension 3 \(width\) came out fixed"):
-        name_dynamic_axes(model, {0: "batch", 3: "width"})
+        name_dynamic_axes(model, ExportSpec(dynamic_axes={0: "batch", 3: "width"}))
     # A dimension the input does not have cannot be declared either; the export leaves no file.
     recipe = load_recipe(DEFAULT_RECIPE, {"export.dynamic_axes": "{0: batch, 7: extra}"})
     with pytest.raises(StageError, match=r"dimension 7 \(extra\)"):
@@ -278,8 +279,10 @@ def test_parity_failures_are_typed(outputs, tolerance, labels, kind) -> None:
 
 @pytest.fixture
 def features(tmp_path: Path) -> Path:
-    path = tmp_path / "features.npy"
-    np.save(path, np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32))
+    from onnxforge.inputs import save
+
+    path = tmp_path / "features.npz"
+    save(np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32), path)
     return path
 
 
