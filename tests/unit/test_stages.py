@@ -401,3 +401,54 @@ def test_a_keras_saved_model_folder_is_exported_and_matches(tmp_path: Path) -> N
     assert fp32.producer.startswith("tf2onnx.convert.from_function")
     (result,) = check_all(recipe, trained.checkpoint, [fp32])
     assert result.passed and result.max_abs_err < 1e-4
+
+
+def test_integer_token_inputs_export_with_named_batch_and_sequence_axes(tmp_path: Path) -> None:
+    small = {
+        "model.kwargs": "{vocab_size: 64, d_model: 16, heads: 2, layers: 1, ff: 32}",
+        "train.epochs": "1",
+        "dataset.samples": "300",
+    }
+    recipe = load_recipe(DEFAULT_RECIPE.parent / "text_transformer.yaml", small)
+    trained = train_model(recipe, tmp_path, lambda *_: None)
+    fp32 = export_model(recipe, trained.checkpoint, tmp_path)
+    graph_input = onnx.load(fp32.path).graph.input[0]
+    assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.INT64
+    dims = [d.dim_param for d in graph_input.type.tensor_type.shape.dim]
+    assert dims == ["batch", "sequence"]
+    (result,) = check_all(recipe, trained.checkpoint, [fp32])
+    assert result.passed, result.failures
+
+
+MULTI_OUTPUT = """
+import torch
+from torch import nn
+
+
+class TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU())
+        self.classes = nn.Linear(16, 10)
+        self.score = nn.Linear(16, 1)
+
+    def forward(self, x):
+        hidden = self.body(x)
+        return self.classes(hidden), self.score(hidden)
+"""
+
+
+def test_every_output_is_exported_and_held_to_parity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "two_heads.py").write_text(MULTI_OUTPUT)
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(
+        DEFAULT_RECIPE, {"model": "{architecture: 'two_heads:TwoHeads'}", "train.epochs": "2"}
+    )
+    trained = train_model(recipe, tmp_path, lambda *_: None)
+    fp32 = export_model(recipe, trained.checkpoint, tmp_path)
+    assert [o.name for o in onnx.load(fp32.path).graph.output] == ["output_0", "output_1"]
+    (result,) = check_all(recipe, trained.checkpoint, [fp32])
+    assert result.passed and [o.name for o in result.per_output] == ["output_0", "output_1"]
+    assert all(o.max_abs_err < 1e-4 for o in result.per_output)
