@@ -54,6 +54,7 @@ def register(
     best_parity = next(p for p in parity if p.variant == best.variant)
     tags = version_tags(recipe, context, best, value, best_parity, bench, trained.dataset_hash)
     tags.update({f"best.{provider_short(p)}": v for p, (v, _) in per_provider.items()})
+    tags["checkpoint_sha256"] = trained.checkpoint_sha256
     registration = register_best(
         recipe, context, best, model_ids[best.variant], value, best_parity.accuracy, tags
     )

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-MAX_OPSET = 18  # tf2onnx 1.17 writes opset <= 18
 PREDICT_BATCH = 256
 
 
