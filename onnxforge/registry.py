@@ -36,7 +36,11 @@ def log_variant_models(
     session = make_session(reference.path, "CPUExecutionProvider")
     feed = named(example, input_names(session))
     example = feed if len(feed) > 1 else example  # several inputs: the signature names them
-    signature = infer_signature(example, session.run(None, feed)[0])
+    outputs = session.run(None, feed)
+    output_names = [o.name for o in session.get_outputs()]
+    signature = infer_signature(
+        example, outputs[0] if len(outputs) == 1 else dict(zip(output_names, outputs, strict=True))
+    )
     model_ids = {}
     with mlflow.start_run(run_id=context.run_id):
         for artifact in artifacts:
