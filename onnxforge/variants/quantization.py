@@ -12,10 +12,15 @@ from onnxforge.inputs import Features, count, named, take
 
 def pre_process(source: Path, target: Path) -> str:
     """quant_pre_process; retried without symbolic shape inference, which fails on some graphs."""
+    import contextlib
+
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
-        quant_pre_process(str(source), str(target))
+        # When symbolic shape inference fails, ORT saves `sym_shape_infer_temp.onnx` plus a
+        # `<uuid>.data` file into the working directory and leaves them: run it from a scratch one.
+        with contextlib.chdir(target.parent):
+            quant_pre_process(str(source.resolve()), str(target.resolve()))
         return "pre-processed"
     except Exception as error:  # noqa: BLE001 - STACK.md: 'Incomplete symbolic shape inference'
         quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
