@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from onnxforge.variants import Tolerance, VariantSettings, VariantSpec, register
-from onnxforge.variants.quantization import pre_process
+from onnxforge.variants.quantization import prepared_copy
 
 
 class DynamicSettings(VariantSettings):
@@ -27,9 +26,7 @@ def make_int8_dynamic(
     import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory() as scratch:
-        prepared = Path(scratch) / "prepared.onnx"
-        note = pre_process(parent, prepared)
+    with prepared_copy(parent) as (prepared, note):
         quantize_dynamic(
             str(prepared),
             str(out_path),

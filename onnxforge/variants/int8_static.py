@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -11,7 +10,7 @@ from pydantic import Field
 
 from onnxforge.inputs import Features, count, take
 from onnxforge.variants import Tolerance, VariantSettings, VariantSpec, register
-from onnxforge.variants.quantization import ArrayReader, graph_input_names, pre_process
+from onnxforge.variants.quantization import ArrayReader, graph_input_names, prepared_copy
 
 
 class StaticSettings(VariantSettings):
@@ -44,9 +43,7 @@ def make_int8_static(
     reader = ArrayReader(
         graph_input_names(parent), calibration_sample(train, settings.samples, settings.seed)
     )
-    with tempfile.TemporaryDirectory() as scratch:
-        prepared = Path(scratch) / "prepared.onnx"
-        note = pre_process(parent, prepared)
+    with prepared_copy(parent) as (prepared, note):
         quantize_static(
             str(prepared),
             str(out_path),

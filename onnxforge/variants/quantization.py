@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,10 +12,17 @@ import numpy as np
 from onnxforge.inputs import Features, count, named, take
 
 
+@contextlib.contextmanager
+def prepared_copy(parent: Path) -> Iterator[tuple[Path, str]]:
+    """The parent after ONNX Runtime's quantization pre-processing, in a scratch folder, and a
+    note of how it was pre-processed."""
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(scratch) / "prepared.onnx"
+        yield target, pre_process(parent, target)
+
+
 def pre_process(source: Path, target: Path) -> str:
     """quant_pre_process; retried without symbolic shape inference, which fails on some graphs."""
-    import contextlib
-
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
