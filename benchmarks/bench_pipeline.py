@@ -30,12 +30,13 @@ sys.path.insert(0, str(REPO))
 
 def stage_rows(recipe_path: str, work: Path) -> tuple[list, list, dict]:
     """Train, export, simplify, quantize, parity and the harness, without Prefect."""
-    from onnxforge.benchmark import bench_framework, bench_variant, benchmark_inputs, with_speedups
+    from onnxforge.benchmark import bench_provider, benchmark_inputs
     from onnxforge.datasets import load_splits
     from onnxforge.export import export_model
     from onnxforge.parity import check_all
     from onnxforge.recipe import load_recipe
     from onnxforge.records import VariantBuild, built_artifacts, parent_for, passing_artifacts
+    from onnxforge.rounds import with_speedups
     from onnxforge.training import train_model
     from onnxforge.variant_build import build_variant
 
@@ -58,10 +59,14 @@ def stage_rows(recipe_path: str, work: Path) -> tuple[list, list, dict]:
     artifacts = built_artifacts(builds)
     parity = check_all(recipe, trained.checkpoint, artifacts)
     features = benchmark_inputs(recipe, work)
-    lock = work / "bench.lock"
-    rows = bench_framework(recipe, trained.checkpoint, features, lock)
-    for artifact in passing_artifacts(artifacts, parity):
-        rows += bench_variant(artifact, "CPUExecutionProvider", features, recipe.benchmark, lock)
+    rows = bench_provider(  # the passing variants and the framework, in interleaved rounds
+        recipe,
+        "CPUExecutionProvider",
+        passing_artifacts(artifacts, parity),
+        [],
+        trained.checkpoint,
+        features,
+    )
     paths = {a.variant: a.path for a in artifacts}
     for result in parity:
         print(
@@ -163,7 +168,7 @@ def compare_with_plain_loop(
     recipe, rows: list, info: dict, repeats: int = 3, iterations: int = 500
 ) -> None:
     """Alternate harness and plain loop `repeats` times on each batch size's best variant."""
-    from onnxforge.benchmark import measure_isolated
+    from onnxforge.benchmark import Contender, _onnx_load, machine_lock_path, measure_interleaved
     from onnxforge.inputs import load, tile
 
     features = load(info["features"])
@@ -180,31 +185,28 @@ def compare_with_plain_loop(
             key=lambda r: r.p50_ms,
         )
         path = info["paths"][best.variant]
-        request = {
-            "kind": "onnx",
-            "path": path,
-            "provider": "CPUExecutionProvider",
-            "features": str(info["features"]),
-            "batch_size": size,
-            "warmup": spec.warmup,
-            "iterations": iterations,
-            "time_budget_s": None,
-            "intra_op_threads": spec.intra_op_threads,
-            "inter_op_threads": spec.inter_op_threads,
-        }
+        one_round = spec.model_copy(
+            update={"batch_sizes": [size], "rounds": 2, "iterations": iterations // 2}
+        )
+        load = _onnx_load(path, "CPUExecutionProvider", one_round, Path(info["features"]))
         harness, plain = [], []
-        with tempfile.TemporaryDirectory() as scratch:
-            for _ in range(repeats):
-                harness.append(measure_isolated(request, Path(scratch) / "lock")["p50_ms"])
-                plain.append(
-                    plain_loop_p50(
-                        path,
-                        tile(features, size),
-                        spec.intra_op_threads,
-                        spec.warmup,
-                        iterations,
-                    )
+        for _ in range(repeats):
+            (row,) = measure_interleaved(
+                [Contender(best.variant, "run", load)],
+                "CPUExecutionProvider",
+                one_round,
+                machine_lock_path(),
+            )
+            harness.append(row.p50_ms)
+            plain.append(
+                plain_loop_p50(
+                    path,
+                    tile(features, size),
+                    spec.intra_op_threads,
+                    spec.warmup,
+                    iterations,
                 )
+            )
         ratio = float(np.median(harness) / np.median(plain))
         print(
             f"bs{size} {best.variant}: harness {[round(h, 4) for h in harness]} ms, "

@@ -12,11 +12,13 @@ from onnxforge.records import (
     parent_for,
     passing_artifacts,
 )
-from tasks.benchmark import benchmark_baseline, benchmark_provider, benchmark_report
+from tasks.approval import await_approval
+from tasks.benchmark import benchmark_provider, benchmark_report
+from tasks.champions import fetch_champion_versions, score_champions
 from tasks.export import export
 from tasks.parity import validate_parity
 from tasks.prepare import close_run, open_run, validate_recipe
-from tasks.register import register
+from tasks.register import log_models, promote, propose_promotion, register, registry_lock
 from tasks.report import publish_summary
 from tasks.train import train
 from tasks.variants import make_variant
@@ -32,6 +34,7 @@ def onnx_pipeline(
     recipe = validate_recipe(recipe_path, overrides)
     context = open_run(recipe, recipe_path, str(flow_run.id))
     try:
+        champions = fetch_champion_versions(recipe, context)
         trained = train(recipe, context)
         fp32 = export(recipe, trained, context)
         builds = [VariantBuild(variant="fp32", artifact=fp32)]
@@ -39,13 +42,23 @@ def onnx_pipeline(
             builds.append(make_variant(recipe, name, parent_for(name, builds), context))
         artifacts = built_artifacts(builds)
         parity = validate_parity(recipe, trained, artifacts, context)
+        champions = score_champions(recipe, trained, champions)
         passing = passing_artifacts(artifacts, parity)
-        bench = benchmark_baseline(recipe, trained, context)
-        for provider in recipe.benchmark.providers:
-            bench += benchmark_provider(recipe, passing, provider, context)
+        bench = []
+        for provider in recipe.benchmark.providers:  # the champion runs in the same rounds
+            bench += benchmark_provider(recipe, trained, passing, champions, provider, context)
         bench = benchmark_report(recipe, bench, parity, context)
-        registration = register(recipe, trained, artifacts, parity, bench, context)
-        publish_summary(trained, builds, parity, bench, registration, context)
+        model_ids = log_models(recipe, artifacts, parity, bench, context)
+        proposal = propose_promotion(recipe, artifacts, parity, bench, champions, context)
+        if recipe.registry.approval == "required":
+            decisions = await_approval(proposal[0], recipe.registry.approval_timeout_s)
+            proposal = (decisions, proposal[1])
+        with registry_lock(recipe.registry.model_name):  # read, create, move: one critical section
+            registration = register(
+                recipe, trained, artifacts, parity, bench, proposal, model_ids, context
+            )
+            summary = publish_summary(trained, builds, parity, bench, registration, context)
+            promote(registration, summary, context)  # aliases move last
     except BaseException:
         close_run(context, "FAILED")
         raise

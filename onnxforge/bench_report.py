@@ -11,6 +11,7 @@ from onnxforge.records import BenchResult, ParityResult, write_atomically
 
 COLUMNS = (
     "variant",
+    "source",
     "provider",
     "batch_size",
     "status",
@@ -18,9 +19,14 @@ COLUMNS = (
     "p99_ms",
     "throughput",
     "speedup",
+    "speedup_low",
+    "speedup_high",
+    "rounds",
     "size_bytes",
     "parity",
     "cv",
+    "round_cv",
+    "noisy",
     "peak_rss_increase_mb",
     "reason",
 )
@@ -32,8 +38,8 @@ def bench_table(rows: list[BenchResult], parity: list[ParityResult]) -> list[dic
     table = []
     for row in rows:
         record = {name: getattr(row, name, None) for name in COLUMNS if name != "parity"}
-        record["parity"] = (
-            "baseline" if row.provider == "framework" else status.get(row.variant, "-")
+        record["parity"] = {"framework": "baseline", "champion": "champion"}.get(
+            row.source, status.get(row.variant, "-")
         )
         table.append({name: record[name] for name in COLUMNS})
     return table

@@ -1,8 +1,15 @@
-"""One measurement in a fresh process: `python -m onnxforge.bench_worker < request.json`.
+"""One contender's measuring process: `python -m onnxforge.bench_worker`, driven over stdin.
 
-A fresh interpreter per (variant, provider, batch size) keeps one measurement's allocations,
-thread pools and caches from colouring the next; the parent holds a machine-wide lock so only
-one measurement runs at a time.
+The parent starts one fresh interpreter per contender (an ONNX variant on one provider, the
+current champion, or the framework baseline), so one contender's allocations, thread pools and
+caches never colour another's. The protocol is one JSON object per line:
+
+    parent -> {"load": {...}}                       worker -> {"ok": true, "session_ms": ...}
+    parent -> {"batch_size": 16, "iterations": 50}  worker -> {"ok": true, "timings_ms": [...]}
+
+and end of input ends the process. Replies are prefixed with MARKER so that whatever a library
+prints to stdout cannot be taken for one. Between requests the worker sits idle, which is what lets
+the parent interleave contenders round by round (A, B, C, A, B, C, ...).
 """
 
 from __future__ import annotations
@@ -11,18 +18,19 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-from onnxforge.benchmark import latency_stats
-from onnxforge.inputs import Features, load, named, tile
+MARKER = "@@onnxforge-bench "
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def _onnx_call(request: dict[str, Any], batch: Features) -> Any:
-    from onnxforge.runtime import make_session
+def _onnx_calls(request: dict[str, Any], batches: dict[int, Any]) -> dict[int, Callable[[], Any]]:
+    from onnxforge.inputs import named
+    from onnxforge.runtime import input_names, make_session
 
     session = make_session(
         request["path"],
@@ -30,11 +38,13 @@ def _onnx_call(request: dict[str, Any], batch: Features) -> Any:
         request["intra_op_threads"],
         request["inter_op_threads"],
     )
-    feed = named(batch, [graph_input.name for graph_input in session.get_inputs()])
-    return lambda: session.run(None, feed)
+    feeds = {size: named(batch, input_names(session)) for size, batch in batches.items()}
+    return {size: (lambda feed=feed: session.run(None, feed)) for size, feed in feeds.items()}
 
 
-def _framework_call(request: dict[str, Any], batch: Features) -> Any:
+def _framework_calls(
+    request: dict[str, Any], batches: dict[int, Any]
+) -> dict[int, Callable[[], Any]]:
     from onnxforge.adapters import get_adapter
     from onnxforge.datasets import load_splits
     from onnxforge.recipe import Recipe
@@ -44,35 +54,77 @@ def _framework_call(request: dict[str, Any], batch: Features) -> Any:
     adapter = get_adapter(recipe.model.framework)
     adapter.set_threads(request["intra_op_threads"])  # before the framework starts its runtime
     model = load_source_model(recipe, request["checkpoint"], load_splits(recipe.dataset))
-    return adapter.latency_callable(model, batch)
+    return {size: adapter.latency_callable(model, batch) for size, batch in batches.items()}
 
 
-def measure(request: dict[str, Any]) -> dict[str, Any]:
-    """Create the session (or model), warm up, time; returns the numbers as a dict."""
-    batch = tile(load(request["features"]), request["batch_size"])
+def load(request: dict[str, Any]) -> tuple[dict[int, Callable[[], Any]], dict[str, float]]:
+    """Create the session (or model) once, one callable per batch size, each warmed up."""
+    from onnxforge.inputs import load as load_features
+    from onnxforge.inputs import tile
+
+    features = load_features(request["features"])
+    batches = {size: tile(features, size) for size in request["batch_sizes"]}
     rss_before = _peak_rss_mb()
     started = time.perf_counter()
-    make_call = _framework_call if request["kind"] == "framework" else _onnx_call
-    call = make_call(request, batch)
+    make_calls = _framework_calls if request["kind"] == "framework" else _onnx_calls
+    calls = make_calls(request, batches)
     session_ms = (time.perf_counter() - started) * 1000.0
-    stats = latency_stats(
-        call,
-        request["warmup"],
-        request["iterations"],
-        request["batch_size"],
-        request.get("time_budget_s"),
-    )
-    return {**stats, "session_ms": session_ms, "peak_rss_increase_mb": _peak_rss_mb() - rss_before}
+    for call in calls.values():
+        for _ in range(request["warmup"]):
+            call()
+    return calls, {"session_ms": session_ms, "rss_before_mb": rss_before}
+
+
+def time_calls(
+    call: Callable[[], Any], iterations: int, time_budget_s: float | None, min_iterations: int
+) -> list[float]:
+    """One untimed call (the contender ran last a round ago), then the timed ones, in ms."""
+    call()
+    timings: list[float] = []
+    deadline = time.perf_counter() + time_budget_s if time_budget_s else None
+    while True:
+        started = time.perf_counter()
+        call()
+        timings.append((time.perf_counter() - started) * 1000.0)
+        if deadline is None and len(timings) >= iterations:
+            return timings
+        if deadline is not None and time.perf_counter() >= deadline:
+            if len(timings) >= min_iterations:
+                return timings
+
+
+def _reply(message: dict[str, Any]) -> None:
+    sys.stdout.write("\n" + MARKER + json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def _failure(error: Exception) -> dict[str, Any]:
+    return {"ok": False, "error": f"{type(error).__name__}: {str(error).strip()[:400]}"}
 
 
 def main() -> None:
-    """Read one JSON request from stdin, print one JSON result (or an error) to stdout."""
-    request = json.loads(sys.stdin.read())
+    """Load the contender named by the first request, then time it whenever asked."""
+    request = json.loads(sys.stdin.readline())["load"]
     try:
-        result = {"ok": True, **measure(request)}
-    except Exception as error:  # noqa: BLE001 - the parent turns this into an 'unsupported' row
-        result = {"ok": False, "error": f"{type(error).__name__}: {str(error).strip()[:400]}"}
-    sys.stdout.write("\n" + json.dumps(result) + "\n")
+        calls, loaded = load(request)
+    except Exception as error:  # noqa: BLE001 - ORT and the frameworks raise many types; the
+        # parent records the message as an 'unsupported' row for this contender
+        _reply(_failure(error))
+        return
+    _reply({"ok": True, "session_ms": loaded["session_ms"]})
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        ask = json.loads(line)
+        try:
+            timings = time_calls(
+                calls[ask["batch_size"]], ask["iterations"], ask.get("time_budget_s"), 3
+            )
+        except Exception as error:  # noqa: BLE001 - same as above, for one batch size
+            _reply(_failure(error))
+            continue
+        peak = _peak_rss_mb() - loaded["rss_before_mb"]
+        _reply({"ok": True, "timings_ms": timings, "peak_rss_increase_mb": peak})
 
 
 if __name__ == "__main__":

@@ -1,154 +1,319 @@
-"""Latency of each variant on a provider, and of the source framework as the baseline.
+"""Latency of every contender on a provider, measured in interleaved rounds.
 
-Every measurement runs in a fresh process (onnxforge.bench_worker), one at a time on the
-machine (a file lock in the state folder), so measurements do not disturb each other.
+Contenders are this run's passing variants, the current champion (fetched and verified) and, in
+one provider's rounds, the source framework. Each runs in its own fresh process
+(onnxforge.bench_worker); the parent asks them in turn, round after round (A, B, C, A, B, C, ...),
+so every contender sees the same moments of a noisy machine and ratios are taken within rounds.
+Only one set of rounds runs at a time on the machine (a file lock in the system temp folder, not
+per ONNXFORGE_HOME, so runs with different homes do not measure at the same time).
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import os
+import select
+import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from onnxforge.bench_worker import MARKER
 from onnxforge.inputs import save as save_features
 from onnxforge.providers import PROVIDERS
 from onnxforge.recipe import BenchmarkSpec, Recipe
-from onnxforge.records import BenchResult, ModelArtifact, write_atomically
+from onnxforge.records import BenchResult, ChampionRecord, ModelArtifact, write_atomically
+from onnxforge.rounds import summarize
 from onnxforge.variants import VARIANTS
 
-MIN_BUDGET_ITERATIONS = 10
-MEASURE_TIMEOUT_S = 900
+LOAD_TIMEOUT_S = 300  # a session or a framework model that takes longer to load is 'timeout'
+SEGMENT_TIMEOUT_S = 300  # one contender's timed runs within one round
+SETTLE_S = 0.02  # lets the previous contender's thread pool go idle before the next one times
+WORKER_COMMAND = (sys.executable, "-m", "onnxforge.bench_worker")
 
 
-def latency_stats(
-    call: Callable[[], Any],
-    warmup: int,
-    iterations: int,
-    batch: int,
-    time_budget_s: float | None = None,
-) -> dict[str, float]:
-    """Warm up, then time `iterations` calls (or as many as fit the time budget)."""
-    for _ in range(warmup):
-        call()
-    timings: list[float] = []
-    deadline = time.perf_counter() + time_budget_s if time_budget_s else None
-    while True:
-        started = time.perf_counter()
-        call()
-        timings.append((time.perf_counter() - started) * 1000.0)
-        if deadline is None and len(timings) >= iterations:
-            break
-        if deadline is not None and time.perf_counter() >= deadline:
-            if len(timings) >= MIN_BUDGET_ITERATIONS:
+def machine_lock_path() -> Path:
+    """One lock for the whole machine: measurements of different runs never overlap."""
+    return Path(tempfile.gettempdir()) / "onnxforge-bench.lock"
+
+
+@dataclass(frozen=True)
+class Contender:
+    """Something to time: its row name, where it comes from, and how its worker loads it."""
+
+    label: str
+    source: str  # run | champion | framework
+    load: dict[str, Any]
+    size_bytes: int | None = None
+
+
+class WorkerGone(RuntimeError):
+    """The measuring process died, or did not answer in time; `status` says which."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Worker:
+    """One contender's measuring process, in its own process group."""
+
+    def __init__(self, contender: Contender) -> None:
+        self.contender = contender
+        self._stderr = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(
+            list(WORKER_COMMAND),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            start_new_session=True,  # a process group of its own, killed as one
+        )
+        self._buffer = ""
+
+    def ask(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Send one request and wait for its reply; WorkerGone on death or timeout."""
+        try:
+            self._process.stdin.write(json.dumps(message) + "\n")
+            self._process.stdin.flush()
+        except BrokenPipeError:
+            raise self._gone() from None
+        return self._read_reply(time.monotonic() + timeout_s, timeout_s)
+
+    def _read_reply(self, deadline: float, timeout_s: float) -> dict[str, Any]:
+        stdout = self._process.stdout
+        while True:
+            for line in self._buffer.splitlines(keepends=True):
+                if line.endswith("\n"):
+                    self._buffer = self._buffer[len(line) :]
+                    if line.startswith(MARKER):
+                        return json.loads(line[len(MARKER) :])
+                    continue
                 break
-    values = np.asarray(timings)
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    mean, std = float(values.mean()), float(values.std())
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.close()
+                raise WorkerGone("timeout", f"no answer within {timeout_s:.0f} s; killed")
+            ready, _, _ = select.select([stdout], [], [], remaining)
+            if ready:
+                chunk = os.read(stdout.fileno(), 1 << 16).decode(errors="replace")
+                if not chunk:
+                    raise self._gone()
+                self._buffer += chunk
+
+    def _gone(self) -> WorkerGone:
+        code = self._process.wait(timeout=10)
+        self._stderr.seek(0)
+        tail = self._stderr.read().decode(errors="replace").strip().splitlines()[-1:]
+        how = f"killed by signal {-code}" if code < 0 else f"exited {code}"
+        return WorkerGone("crashed", f"worker {how}: {(tail or ['no output'])[0][:300]}")
+
+    def close(self) -> None:
+        """End the process group (idempotent)."""
+        if self._process.poll() is None:
+            try:
+                os.killpg(self._process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._process.wait(timeout=10)
+        self._stderr.close()
+
+
+def _base(contender: Contender, provider: str, spec: BenchmarkSpec) -> dict[str, Any]:
     return {
-        "p50_ms": float(p50),
-        "p90_ms": float(p90),
-        "p99_ms": float(p99),
-        "mean_ms": mean,
-        "std_ms": std,
-        "cv": std / mean if mean else 0.0,
-        "throughput": batch * 1000.0 / mean,
-        "iterations": len(values),
+        "variant": contender.label,
+        "provider": "framework" if contender.source == "framework" else provider,
+        "source": contender.source,
+        "group": provider,
+        "size_bytes": contender.size_bytes,
+        "intra_op_threads": spec.intra_op_threads,
+        "inter_op_threads": spec.inter_op_threads,
     }
 
 
-def measure_isolated(request: dict[str, Any], lock_path: Path) -> dict[str, Any]:
-    """Run one measurement in a fresh interpreter while holding the machine-wide lock."""
+def measure_interleaved(
+    contenders: list[Contender], provider: str, spec: BenchmarkSpec, lock_path: Path
+) -> list[BenchResult]:
+    """Every contender at every batch size, `spec.rounds` interleaved rounds; one row each."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        completed = subprocess.run(
-            [sys.executable, "-m", "onnxforge.bench_worker"],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            timeout=MEASURE_TIMEOUT_S,
+        workers: dict[str, Worker] = {}
+        try:
+            return _run_rounds(contenders, provider, spec, workers)
+        finally:
+            for worker in workers.values():
+                worker.close()
+
+
+def _run_rounds(
+    contenders: list[Contender], provider: str, spec: BenchmarkSpec, workers: dict[str, Worker]
+) -> list[BenchResult]:
+    results: dict[tuple[str, int], BenchResult] = {}
+    loaded: dict[str, dict[str, Any]] = {}
+    for contender in contenders:
+        base = _base(contender, provider, spec)
+        worker = workers[contender.label] = Worker(contender)
+        try:
+            reply = worker.ask({"load": contender.load}, LOAD_TIMEOUT_S)
+        except WorkerGone as gone:
+            reply = {"ok": False, "error": str(gone), "status": gone.status}
+        if reply["ok"]:
+            loaded[contender.label] = {"session_ms": reply["session_ms"], **base}
+            continue
+        worker.close()
+        del workers[contender.label]
+        for size in spec.batch_sizes:
+            results[(contender.label, size)] = BenchResult(
+                **base,
+                batch_size=size,
+                status=reply.get("status", "unsupported"),
+                reason=reply["error"],
+            )
+    for size in spec.batch_sizes:
+        results.update(_rounds_for_batch(size, spec, workers, loaded))
+    return [results[(c.label, s)] for c in contenders for s in spec.batch_sizes]
+
+
+def _rounds_for_batch(
+    size: int, spec: BenchmarkSpec, workers: dict[str, Worker], loaded: dict[str, dict[str, Any]]
+) -> dict[tuple[str, int], BenchResult]:
+    timings: dict[str, list[float]] = {label: [] for label in workers}
+    round_p50: dict[str, list[float]] = {label: [] for label in workers}
+    failed: dict[str, tuple[str, str]] = {}
+    peak: dict[str, float] = {}
+    ask = {"batch_size": size, "iterations": spec.iterations, "time_budget_s": spec.time_budget_s}
+    for round_index in range(spec.rounds):
+        live = [label for label in workers if label not in failed]
+        shift = round_index % len(live) if live else 0
+        for label in live[shift:] + live[:shift]:  # rotate: nobody always goes first
+            try:
+                reply = workers[label].ask(ask, SEGMENT_TIMEOUT_S)
+            except WorkerGone as gone:
+                failed[label] = (gone.status, str(gone))
+                continue
+            if not reply["ok"]:
+                failed[label] = ("unsupported", reply["error"])
+                continue
+            timings[label] += reply["timings_ms"]
+            round_p50[label].append(float(np.median(reply["timings_ms"])))
+            peak[label] = reply["peak_rss_increase_mb"]
+            time.sleep(SETTLE_S)
+    rows = {}
+    for label in workers:
+        base = {k: v for k, v in loaded[label].items() if k != "session_ms"}
+        if label in failed:
+            status, reason = failed[label]
+            rows[(label, size)] = BenchResult(**base, batch_size=size, status=status, reason=reason)
+            continue
+        stats = summarize(timings[label], size)
+        per_round = np.asarray(round_p50[label])
+        round_cv = float(per_round.std() / per_round.mean()) if per_round.mean() else 0.0
+        rows[(label, size)] = BenchResult(
+            **base,
+            batch_size=size,
+            status="ok",
+            session_ms=loaded[label]["session_ms"],
+            peak_rss_increase_mb=peak[label],
+            rounds=len(round_p50[label]),
+            round_p50_ms=tuple(round_p50[label]),
+            round_cv=round_cv,
+            noisy=round_cv > spec.max_cv,
+            **stats,
         )
-    lines = completed.stdout.strip().splitlines()
-    if completed.returncode != 0 or not lines:
-        tail = completed.stderr.strip().splitlines()[-1:] or ["no output"]
-        return {"ok": False, "error": f"worker exited {completed.returncode}: {tail[0][:300]}"}
-    return json.loads(lines[-1])
+    return rows
 
 
-def _request(spec: BenchmarkSpec, features: Path, batch_size: int, **extra: Any) -> dict[str, Any]:
+def _onnx_load(path: str, provider: str, spec: BenchmarkSpec, features: Path) -> dict[str, Any]:
     return {
-        "features": str(features),
-        "batch_size": batch_size,
-        "warmup": spec.warmup,
-        "iterations": spec.iterations,
-        "time_budget_s": spec.time_budget_s,
-        "intra_op_threads": spec.intra_op_threads,
-        "inter_op_threads": spec.inter_op_threads,
-        **extra,
+        "kind": "onnx",
+        "path": path,
+        "provider": provider,
+        **_common_load(spec, features),
     }
 
 
-def _row(
-    base: dict[str, Any], spec: BenchmarkSpec, size: int, result: dict[str, Any]
-) -> BenchResult:
-    threads = {"intra_op_threads": spec.intra_op_threads, "inter_op_threads": spec.inter_op_threads}
-    if not result["ok"]:
-        return BenchResult(
-            **base, **threads, batch_size=size, status="unsupported", reason=result["error"]
-        )
-    numbers = {k: v for k, v in result.items() if k != "ok"}
-    return BenchResult(**base, **threads, batch_size=size, status="ok", **numbers)
+def _common_load(spec: BenchmarkSpec, features: Path) -> dict[str, Any]:
+    return {
+        "features": str(features),
+        "batch_sizes": list(spec.batch_sizes),
+        "warmup": spec.warmup,
+        "intra_op_threads": spec.intra_op_threads,
+        "inter_op_threads": spec.inter_op_threads,
+    }
 
 
-def bench_variant(
-    artifact: ModelArtifact, provider: str, features: Path, spec: BenchmarkSpec, lock_path: Path
+def _not_measured(
+    label: str, source: str, provider: str, spec: BenchmarkSpec, status: str, reason: str, size=None
 ) -> list[BenchResult]:
-    """One row per batch size: ok with timings, skipped (unavailable) or unsupported (rejected)."""
-    provider_spec = PROVIDERS[provider]
-    base = {"variant": artifact.variant, "provider": provider, "size_bytes": artifact.size_bytes}
-    reason, status = provider_spec.unavailable_reason(), "skipped"
-    if reason is None and not provider_spec.can_run(VARIANTS[artifact.variant].device):
-        reason, status = (
-            f"{artifact.variant} is a GPU variant; {provider} has no kernels for it",
-            "unsupported",
+    return [
+        BenchResult(
+            variant=label,
+            provider=provider,
+            source=source,
+            group=provider,
+            size_bytes=size,
+            batch_size=s,
+            status=status,
+            reason=reason,
         )
-    if reason is not None:
-        return [
-            BenchResult(**base, batch_size=s, status=status, reason=reason)
-            for s in spec.batch_sizes
-        ]
-    rows = []
-    for size in spec.batch_sizes:
-        request = _request(spec, features, size, kind="onnx", path=artifact.path, provider=provider)
-        rows.append(_row(base, spec, size, measure_isolated(request, lock_path)))
-    return rows
+        for s in spec.batch_sizes
+    ]
 
 
-def bench_framework(
-    recipe: Recipe, checkpoint: str, features: Path, lock_path: Path
+def bench_provider(
+    recipe: Recipe,
+    provider: str,
+    artifacts: list[ModelArtifact],
+    champions: list[ChampionRecord],
+    checkpoint: str | None,
+    features: Path,
 ) -> list[BenchResult]:
-    """The source model in its own framework, timed by the same harness as the ONNX variants."""
+    """This run's passing variants, the verified champions and (when `checkpoint` is given) the
+    framework baseline, interleaved on one provider; the rest are rows with their reasons."""
     spec = recipe.benchmark
-    base = {"variant": f"{recipe.model.framework}-eager", "provider": "framework"}
-    rows = []
-    for size in spec.batch_sizes:
-        request = _request(
-            spec,
-            features,
-            size,
-            kind="framework",
-            checkpoint=checkpoint,
-            recipe=recipe.model_dump(mode="json", by_alias=True),
-        )
-        rows.append(_row(base, spec, size, measure_isolated(request, lock_path)))
+    provider_spec = PROVIDERS[provider]
+    unavailable = provider_spec.unavailable_reason()
+    candidates = [(a.variant, "run", a.path, a.size_bytes, a.variant) for a in artifacts]
+    candidates += [
+        (c.label, "champion", c.path, None, c.variant) for c in champions if c.path is not None
+    ]
+    rows: list[BenchResult] = []
+    contenders: list[Contender] = []
+    for label, source, path, size, variant in candidates:
+        device = VARIANTS[variant].device if variant in VARIANTS else "any"
+        if unavailable is not None:
+            rows += _not_measured(label, source, provider, spec, "skipped", unavailable, size)
+        elif not provider_spec.can_run(device):
+            reason = f"{variant} is a GPU variant; {provider} has no kernels for it"
+            rows += _not_measured(label, source, provider, spec, "unsupported", reason, size)
+        else:
+            load = _onnx_load(path, provider, spec, features)
+            contenders.append(Contender(label, source, load, size))
+    if checkpoint is not None and unavailable is None:
+        load = {
+            "kind": "framework",
+            "checkpoint": checkpoint,
+            "recipe": recipe.model_dump(mode="json", by_alias=True),
+            **_common_load(spec, features),
+        }
+        contenders.append(Contender(f"{recipe.model.framework}-eager", "framework", load))
+    if contenders:
+        rows += measure_interleaved(contenders, provider, spec, machine_lock_path())
     return rows
+
+
+def baseline_provider(recipe: Recipe) -> str:
+    """The provider whose rounds include the framework baseline: CPU when requested."""
+    providers = recipe.benchmark.providers
+    return "CPUExecutionProvider" if "CPUExecutionProvider" in providers else providers[0]
 
 
 def benchmark_inputs(recipe: Recipe, work_dir: Path) -> Path:
@@ -160,16 +325,3 @@ def benchmark_inputs(recipe: Recipe, work_dir: Path) -> Path:
         features = load_splits(recipe.dataset).x_test
         write_atomically(path, lambda temp: save_features(features, temp))
     return path
-
-
-def with_speedups(rows: list[BenchResult]) -> list[BenchResult]:
-    """Each ok row with its speedup against the framework baseline at the same batch size."""
-    baseline = {
-        r.batch_size: r.p50_ms for r in rows if r.provider == "framework" and r.status == "ok"
-    }
-    return [
-        row.model_copy(update={"speedup": baseline[row.batch_size] / row.p50_ms})
-        if row.status == "ok" and row.batch_size in baseline and row.p50_ms
-        else row
-        for row in rows
-    ]

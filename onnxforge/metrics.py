@@ -19,6 +19,9 @@ BENCH_FIELDS = (
     "session_ms",
     "peak_rss_increase_mb",
     "speedup",
+    "speedup_low",
+    "speedup_high",
+    "round_cv",
 )
 
 

@@ -298,10 +298,17 @@ class BenchmarkSpec(Strict):
     )
     batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 16])
     warmup: int = Field(10, ge=0)
+    # Contenders (variants, the champion, the framework baseline) are measured in interleaved
+    # rounds: A, B, C, A, B, C, ... each round `iterations` timed runs (or `time_budget_s`).
+    rounds: int = Field(6, ge=2, le=100)
     iterations: int = Field(50, ge=1)
     time_budget_s: float | None = Field(
         None, gt=0
-    )  # when set: time this long instead of `iterations`
+    )  # when set: time this long per round instead of `iterations`
+    # rows whose per-round p50s vary more than this (coefficient of variation, std / mean) are
+    # flagged noisy: shown, never used to decide a promotion. Per-round, not per-call: single
+    # slow calls (a page fault, a context switch) move the mean, not a round's median.
+    max_cv: float = Field(0.25, gt=0)
     intra_op_threads: int | None = Field(None, ge=1)
     inter_op_threads: int = Field(1, ge=1)
     baseline: bool = True
@@ -322,9 +329,17 @@ class RegisterSpec(Strict):
     model_name: str = Field(pattern=MODEL_NAME_PATTERN)
     objective: Objective = Field(default_factory=Objective)
     champion_accuracy_budget: float = Field(0.005, ge=0, le=1)
-    regression_margin: float = Field(
-        0.10, ge=0
-    )  # champion stays if the candidate is this much slower
+    # champion stays if the candidate is slower than it by more than this (whole interval)
+    regression_margin: float = Field(0.10, ge=0)
+    # champion moves on speed only when the whole confidence interval of champion p50 /
+    # candidate p50 is above 1 + speed_margin
+    speed_margin: float = Field(0.05, ge=0)
+    min_accuracy: float | None = Field(None, ge=0, le=1)  # floor on test accuracy
+    max_rmse: float | None = Field(None, gt=0)  # ceiling on test RMSE (regression outputs)
+    # every classifier must beat "always the majority class" (one-sided binomial test)
+    floor_p_value: float = Field(0.01, gt=0, lt=1)
+    approval: Literal["none", "required"] = "none"  # required: pause for a decision in the UI
+    approval_timeout_s: int = Field(3600, ge=1)
 
 
 class MlflowSpec(Strict):

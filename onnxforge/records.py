@@ -91,9 +91,13 @@ class ParityResult(Record):
 
 
 class BenchResult(Record):
-    """Latency of one (variant, provider, batch size); status ok | skipped | unsupported."""
+    """Latency of one contender on one (provider, batch size), pooled over interleaved rounds.
 
-    variant: str
+    status: ok | skipped (provider unavailable) | unsupported (the provider or the model refused)
+    | timeout | crashed (the measuring process hung or died).
+    """
+
+    variant: str  # a variant of this run, `champion-v<N>`, or the framework baseline
     provider: str
     batch_size: int
     status: str
@@ -111,11 +115,64 @@ class BenchResult(Record):
     cv: float | None = None  # coefficient of variation: std / mean
     throughput: float | None = None  # items per second
     peak_rss_increase_mb: float | None = None
-    speedup: float | None = None  # framework baseline p50 / this p50, same batch size
+    speedup: float | None = None  # median over rounds of framework p50 / this p50
+    speedup_low: float | None = None  # 95% bootstrap interval of that ratio, over rounds
+    speedup_high: float | None = None
+    source: str = "run"  # run | champion | framework
+    group: str = ""  # the provider whose interleaved rounds measured this row
+    rounds: int | None = None
+    round_p50_ms: tuple[float, ...] = ()  # this contender's p50 in each interleaved round
+    round_cv: float | None = None  # std / mean of round_p50_ms: how much the rounds disagree
+    noisy: bool = False  # round_cv above benchmark.max_cv: shown, never decides a promotion
+
+
+class Comparison(Record):
+    """`reference` p50 / `contender` p50 from the same interleaved rounds (> 1: contender faster)."""
+
+    provider: str
+    batch_size: int
+    contender: str
+    reference: str
+    ratio: float  # median over rounds of the per-round ratio
+    low: float  # 95% bootstrap interval (resampling rounds)
+    high: float
+    rounds: int
+    noisy: bool  # either row is noisy: the ratio is shown but decides nothing
+
+
+class ChampionRecord(Record):
+    """A version that held an alias when this run started, fetched and checked for this run."""
+
+    version: str
+    aliases: tuple[str, ...]
+    variant: str
+    sha256: str
+    path: str | None  # the verified file; None when it could not be fetched or verified
+    verified: bool
+    size_bytes: int | None = None
+    reason: str = ""  # why it is not verified, or why it could not be evaluated
+    evaluation: ParityResult | None = None  # on this run's test split
+
+    @property
+    def label(self) -> str:
+        """Its name in benchmark tables."""
+        return f"champion-v{self.version}"
+
+
+class AliasDecision(Record):
+    """Whether one alias moves to this run's candidate for one provider, and why."""
+
+    alias: str  # champion, champion-<provider>, challenger
+    provider: str
+    variant: str | None  # the candidate; None when no variant passed on this provider
+    version: str | None = None  # filled when the candidate is registered
+    against: str | None = None  # the version that held the alias when the evidence was taken
+    move: bool
+    reason: str
 
 
 class Registration(Record):
-    """What the register stage did."""
+    """What the register stage did: the objective's version, and every alias decision."""
 
     model_name: str
     version: str | None
@@ -123,6 +180,9 @@ class Registration(Record):
     model_id: str | None
     champion_moved: bool
     reason: str
+    decisions: tuple[AliasDecision, ...] = ()
+    versions: dict[str, str] = {}  # variant -> registered version
+    floors: tuple[str, ...] = ()  # why the candidate is below a quality floor
 
 
 def sha256_of(path: str | Path) -> str:

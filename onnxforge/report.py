@@ -60,16 +60,56 @@ def summary_markdown(
             f"| {build.variant} | {build.artifact.size_bytes} | "
             f"{_parity_cell(parity_by_variant.get(build.variant))} | " + " | ".join(cells) + " |"
         )
-    for variant in sorted({r.variant for r in bench if r.provider == "framework"}):
+    for variant in sorted({r.variant for r in bench if r.source in ("framework", "champion")}):
         rows = [r for r in bench if r.variant == variant]
+        role = "baseline" if rows[0].source == "framework" else "current, this run's rounds"
         lines.append(
-            f"| {variant} (baseline) | - | source | "
-            + " | ".join(_bench_cell(rows) if p == "framework" else "-" for p in providers)
+            f"| {variant} ({role}) | {rows[0].size_bytes or '-'} | "
+            f"{'source' if role == 'baseline' else 'fetched, sha256 verified'} | "
+            + " | ".join(_bench_cell([r for r in rows if r.provider == p]) for p in providers)
             + " |"
         )
+    lines += _noise_note(bench)
+    lines += _comparisons(bench, registration)
     lines += _failure_details(parity)
-    lines += ["", _registration_line(registration), "", f"MLflow run: {run_url}"]
+    lines += ["", *_registration_lines(registration), "", f"MLflow run: {run_url}"]
     return "\n".join(lines)
+
+
+def _noise_note(bench: list[BenchResult]) -> list[str]:
+    noisy = [
+        f"{r.variant} {r.provider} bs{r.batch_size} (round cv {r.round_cv:.2f})"
+        for r in bench
+        if r.noisy
+    ]
+    if not noisy:
+        return []
+    return ["", "Noisy rows (flagged; they decide no promotion): " + ", ".join(noisy)]
+
+
+def _comparisons(bench: list[BenchResult], registration: Registration) -> list[str]:
+    """Same-run ratios with their intervals: candidate vs champion, candidate vs framework."""
+    from onnxforge.rounds import compare, describe
+
+    candidate = registration.variant
+    if candidate is None:
+        return []
+    mine = [r for r in bench if r.variant == candidate and r.source == "run"]
+    others = [r for r in bench if r.source in ("champion", "framework")]
+    lines = []
+    for row in mine:
+        for other in others:
+            if other.batch_size != row.batch_size:
+                continue
+            comparison = compare(row, other)
+            if comparison is not None:
+                lines.append(f"- {candidate} vs {other.variant}: {describe(comparison)}")
+    if not lines:
+        return []
+    header = (
+        "Same-run ratios (other p50 / candidate p50; > 1: the candidate is faster; 95% interval):"
+    )
+    return ["", header, *lines]
 
 
 def _failure_details(parity: list[ParityResult]) -> list[str]:
@@ -92,14 +132,22 @@ def _failure_details(parity: list[ParityResult]) -> list[str]:
     return lines
 
 
-def _registration_line(registration: Registration) -> str:
+def _registration_lines(registration: Registration) -> list[str]:
     if registration.version is None:
-        return f"**Nothing registered**: {registration.reason}"
-    champion = "moved to it" if registration.champion_moved else "not moved"
-    return (
+        return [f"**Nothing registered**: {registration.reason}"]
+    lines = [
         f"**Registered** `{registration.model_name}` version {registration.version} "
-        f"({registration.variant}), alias challenger; champion {champion}: {registration.reason}"
-    )
+        f"({registration.variant}); champion {'moved to it' if registration.champion_moved else 'not moved'}: "
+        f"{registration.reason}",
+        "",
+    ]
+    for decision in registration.decisions:
+        target = f"v{decision.version} ({decision.variant})" if decision.version else "-"
+        verb = "moves to" if decision.move else "stays; candidate"
+        lines.append(f"- `{decision.alias}` {verb} {target}: {decision.reason}")
+    if registration.floors:
+        lines.append("- below a quality floor: " + "; ".join(registration.floors))
+    return lines
 
 
 def summary_json(**sections: Any) -> str:

@@ -1,4 +1,4 @@
-"""Benchmark tasks: one per provider, the framework baseline, and the readable report."""
+"""Benchmark tasks: interleaved rounds per provider, and the readable report."""
 
 from __future__ import annotations
 
@@ -10,44 +10,43 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from onnxforge.bench_report import bench_table, plot_accuracy_latency, plot_latency, write_tables
-from onnxforge.benchmark import bench_framework, bench_variant, benchmark_inputs, with_speedups
+from onnxforge.benchmark import baseline_provider, bench_provider, benchmark_inputs
 from onnxforge.metrics import bench_metrics
 from onnxforge.recipe import Recipe
-from onnxforge.records import BenchResult, ModelArtifact, ParityResult, TrainResult
-from onnxforge.tracking import RunContext, client, log_metrics, state_dir
-
-
-def _lock() -> Path:
-    return state_dir() / "bench.lock"
+from onnxforge.records import BenchResult, ChampionRecord, ModelArtifact, ParityResult, TrainResult
+from onnxforge.rounds import with_speedups
+from onnxforge.tracking import RunContext, client, log_metrics
 
 
 @task(name="benchmark-provider", cache_policy=NO_CACHE, task_run_name="benchmark-{provider}")
 def benchmark_provider(
-    recipe: Recipe, artifacts: list[ModelArtifact], provider: str, context: RunContext
+    recipe: Recipe,
+    trained: TrainResult,
+    artifacts: list[ModelArtifact],
+    champions: list[ChampionRecord],
+    provider: str,
+    context: RunContext,
 ) -> list[BenchResult]:
-    """Every passing variant on one provider; unavailable or rejecting providers are rows too."""
+    """Passing variants, the champion and (on one provider) the framework, in interleaved rounds."""
     features = benchmark_inputs(recipe, Path(context.work_dir))
-    rows = [
-        row
-        for artifact in artifacts
-        for row in bench_variant(artifact, provider, features, recipe.benchmark, _lock())
-    ]
-    # One line per variant, not per batch size: the reason is the same for each.
+    with_baseline = recipe.benchmark.baseline and provider == baseline_provider(recipe)
+    checkpoint = trained.checkpoint if with_baseline else None
+    rows = bench_provider(recipe, provider, artifacts, champions, checkpoint, features)
+    # One line per contender, not per batch size: the reason is the same for each.
     for variant, status, reason in dict.fromkeys((r.variant, r.status, r.reason) for r in rows):
         if status != "ok":
             get_run_logger().warning("%s on %s: %s (%s)", variant, provider, status, reason)
+    for row in rows:
+        if row.noisy:
+            get_run_logger().warning(
+                "%s on %s bs%d is noisy (round cv %.2f > %.2f): it decides nothing",
+                row.variant,
+                provider,
+                row.batch_size,
+                row.round_cv,
+                recipe.benchmark.max_cv,
+            )
     return rows
-
-
-@task(name="benchmark-baseline", cache_policy=NO_CACHE)
-def benchmark_baseline(
-    recipe: Recipe, trained: TrainResult, context: RunContext
-) -> list[BenchResult]:
-    """The source framework's own latency, measured by the same harness."""
-    if not recipe.benchmark.baseline:
-        return []
-    features = benchmark_inputs(recipe, Path(context.work_dir))
-    return bench_framework(recipe, trained.checkpoint, features, _lock())
 
 
 @task(name="benchmark-report", cache_policy=NO_CACHE)
@@ -74,7 +73,7 @@ def benchmark_report(
     for path in [*write_tables(table, out_dir), *plots]:
         mlflow_client.log_artifact(context.run_id, str(path), "benchmark")
     create_table_artifact(
-        table, key="onnxforge-benchmark", description="variant x provider x batch"
+        table, key="onnxforge-benchmark", description="contender x provider x batch, interleaved"
     )
     images = "\n\n".join(
         f"![{p.stem}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"

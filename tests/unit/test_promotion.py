@@ -1,59 +1,158 @@
-"""The promotion policy: when `champion` moves, and why it stays."""
+"""The promotion policy: champion moves only on this run's evidence, outside the noise."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import pytest
 
-from onnxforge.registry import promotion_decision
+from onnxforge.promotion import alias_targets, decide, propose
+from onnxforge.records import BenchResult, ChampionRecord, ModelArtifact, ParityResult
+
+CPU = "CPUExecutionProvider"
 
 
-def champion(**tags: str) -> SimpleNamespace:
-    base = {"objective": "cpu.bs1.p50_ms", "objective_value": "1.0", "parity.accuracy": "0.97"}
-    return SimpleNamespace(version="3", tags={**base, **tags})
+def artifact(variant: str = "int8-dynamic", sha: str = "a" * 64, size: int = 100) -> ModelArtifact:
+    return ModelArtifact(
+        path=f"/x/{variant}.onnx",
+        sha256=sha,
+        variant=variant,
+        parent="fp32",
+        producer="test",
+        opset=18,
+        size_bytes=size,
+    )
+
+
+def passed(variant: str = "int8-dynamic", accuracy: float = 0.97) -> ParityResult:
+    return ParityResult(variant=variant, passed=True, accuracy=accuracy)
+
+
+def champion(accuracy: float = 0.97, **update) -> ChampionRecord:
+    record = ChampionRecord(
+        version="3",
+        aliases=("champion", "champion-cpu"),
+        variant="fp32",
+        sha256="b" * 64,
+        path="/x/champion.onnx",
+        verified=True,
+        size_bytes=400,
+        evaluation=ParityResult(variant="champion-v3", passed=True, accuracy=accuracy),
+    )
+    return record.model_copy(update=update)
+
+
+def row(variant: str, source: str, rounds: tuple[float, ...], batch: int = 1, noisy=False):
+    return BenchResult(
+        variant=variant,
+        provider=CPU,
+        batch_size=batch,
+        status="ok",
+        p50_ms=sorted(rounds)[len(rounds) // 2],
+        round_p50_ms=rounds,
+        noisy=noisy,
+        source=source,
+        group=CPU,
+    )
+
+
+FAST = (1.0, 1.1, 0.9, 1.0, 1.05, 0.95)
+SLOW = (2.0, 2.1, 1.9, 2.0, 2.05, 1.95)
+SAME = (1.0, 1.02, 0.99, 1.01, 1.0, 0.98)
 
 
 def test_no_champion_means_promote(digits_recipe) -> None:
-    assert promotion_decision(digits_recipe, 1.0, 0.9, None, {}) == (True, "no champion yet")
-
-
-def test_faster_within_accuracy_budget_promotes(digits_recipe) -> None:
-    moved, reason = promotion_decision(digits_recipe, 0.5, 0.968, champion(), {})
-    assert moved and "beats champion v3" in reason
-
-
-def test_slower_on_objective_stays(digits_recipe) -> None:
-    moved, reason = promotion_decision(digits_recipe, 1.5, 0.97, champion(), {})
-    assert not moved and "does not beat" in reason
-
-
-def test_accuracy_drop_beyond_budget_stays(digits_recipe) -> None:
-    moved, reason = promotion_decision(digits_recipe, 0.5, 0.95, champion(), {})
-    assert not moved and "below champion v3" in reason
-
-
-def test_regression_on_another_batch_size_stays(digits_recipe) -> None:
-    old = champion(**{"p50_ms.CPUExecutionProvider.bs16": "2.0"})
-    candidate = {
-        "p50_ms.CPUExecutionProvider.bs16": "2.3",
-        "p50_ms.CPUExecutionProvider.bs1": "0.5",
-    }
-    moved, reason = promotion_decision(digits_recipe, 0.5, 0.97, old, candidate)
-    assert not moved
-    assert reason == (
-        "slower than champion v3 by more than 10%: p50_ms.CPUExecutionProvider.bs16 2.3 vs 2 (+15%)"
+    assert decide(digits_recipe, CPU, artifact(), passed(), [], None, []) == (
+        True,
+        "no champion yet",
     )
 
 
-def test_within_the_margin_is_not_a_regression(digits_recipe) -> None:
-    old = champion(**{"p50_ms.CPUExecutionProvider.bs16": "2.0"})
-    moved, _ = promotion_decision(
-        digits_recipe, 0.5, 0.97, old, {"p50_ms.CPUExecutionProvider.bs16": "2.1"}
-    )
-    assert moved
+def test_a_floor_blocks_even_a_first_champion(digits_recipe) -> None:
+    move, reason = decide(digits_recipe, CPU, artifact(), passed(), ["accuracy 0.1 ..."], None, [])
+    assert not move and reason.startswith("below a quality floor: accuracy 0.1")
 
 
-def test_champion_measured_on_another_objective_stays(digits_recipe) -> None:
-    moved, reason = promotion_decision(
-        digits_recipe, 0.5, 0.97, champion(objective="size_bytes"), {}
+def test_faster_with_the_whole_interval_clear_of_the_margin_promotes(digits_recipe) -> None:
+    bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SLOW)]
+    move, reason = decide(digits_recipe, CPU, artifact(), passed(), [], champion(), bench)
+    assert move and reason.startswith("faster than champion v3: 2") and "over 6 rounds" in reason
+
+
+def test_a_difference_inside_the_noise_keeps_the_champion(digits_recipe) -> None:
+    bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SAME)]
+    move, reason = decide(digits_recipe, CPU, artifact(), passed(), [], champion(), bench)
+    assert not move and reason.startswith("within noise of champion v3")
+
+
+def test_a_noisy_row_decides_nothing(digits_recipe) -> None:
+    bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SLOW, noisy=True)]
+    move, reason = decide(digits_recipe, CPU, artifact(), passed(), [], champion(), bench)
+    assert not move and reason.startswith("too noisy to decide")
+
+
+def test_an_accuracy_drop_measured_on_this_split_keeps_the_champion(digits_recipe) -> None:
+    bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SLOW)]
+    move, reason = decide(
+        digits_recipe, CPU, artifact(), passed(accuracy=0.95), [], champion(accuracy=0.97), bench
     )
-    assert not moved and "promote it by hand" in reason
+    assert not move and "below champion v3's 0.9700 on this run's test split" in reason
+
+
+def test_a_regression_on_another_batch_size_keeps_the_champion(digits_recipe) -> None:
+    bench = [
+        row("int8-dynamic", "run", FAST),
+        row("champion-v3", "champion", SLOW),
+        row("int8-dynamic", "run", SLOW, batch=16),
+        row("champion-v3", "champion", FAST, batch=16),
+    ]
+    move, reason = decide(digits_recipe, CPU, artifact(), passed(), [], champion(), bench)
+    assert not move and reason.startswith("slower than champion v3 by more than 10%")
+    assert "bs16" in reason
+
+
+def test_the_same_file_is_not_a_new_champion(digits_recipe) -> None:
+    move, reason = decide(digits_recipe, CPU, artifact(sha="b" * 64), passed(), [], champion(), [])
+    assert not move and reason == "identical to champion v3 (same sha256)"
+
+
+def test_a_champion_that_fails_verification_is_replaced(digits_recipe) -> None:
+    broken = champion(verified=False, path=None, reason="sha256 mismatch")
+    move, reason = decide(digits_recipe, CPU, artifact(), passed(), [], broken, [])
+    assert move and "failed verification (sha256 mismatch)" in reason
+
+
+def test_a_champion_that_cannot_run_on_this_data_needs_a_human(digits_recipe) -> None:
+    other = champion(evaluation=None, reason="it does not run on this run's inputs")
+    move, reason = decide(digits_recipe, CPU, artifact(), passed(), [], other, [])
+    assert not move and reason.endswith("promote by hand")
+
+
+def test_propose_gives_champion_per_provider_aliases_and_challenger(digits_recipe) -> None:
+    assert alias_targets(digits_recipe) == [
+        ("champion", CPU),
+        ("champion-cpu", CPU),
+        ("champion-cuda", "CUDAExecutionProvider"),
+    ]
+    bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SLOW)]
+    decisions = propose(digits_recipe, [artifact()], [passed()], bench, [champion()], {})
+    by_alias = {d.alias: d for d in decisions}
+    assert by_alias["champion"].move and by_alias["champion-cpu"].move
+    assert by_alias["champion"].against == "3"
+    assert not by_alias["champion-cuda"].move and by_alias["champion-cuda"].variant is None
+    assert by_alias["challenger"].move and by_alias["challenger"].variant == "int8-dynamic"
+
+
+@pytest.mark.parametrize("metric", ["size_bytes"])
+def test_a_size_objective_compares_file_sizes(digits_recipe, metric: str) -> None:
+    recipe = digits_recipe.model_copy(
+        update={
+            "registry": digits_recipe.registry.model_copy(
+                update={
+                    "objective": digits_recipe.registry.objective.model_copy(
+                        update={"metric": metric}
+                    )
+                }
+            )
+        }
+    )
+    move, reason = decide(recipe, CPU, artifact(size=100), passed(), [], champion(), [])
+    assert move and reason.startswith("smaller than champion v3")

@@ -1,0 +1,98 @@
+"""The versions that hold a champion alias when a run starts: fetched, verified, scored here.
+
+A run compares its candidate only with numbers it measured itself, so the current champion's file
+is downloaded (its sha256 checked against the version's tag), run on this run's test split, and
+timed in this run's interleaved rounds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from onnxforge.aliases import current_version, fetch_verified
+from onnxforge.errors import IntegrityError
+from onnxforge.promotion import alias_targets
+from onnxforge.recipe import Recipe
+from onnxforge.records import ChampionRecord
+from onnxforge.tracking import client
+
+
+def fetch_champions(recipe: Recipe, tracking_uri: str, work_dir: Path) -> list[ChampionRecord]:
+    """One record per version holding champion or champion-<provider>; errors other than
+    'no such model or alias' propagate (fail closed: an outage is not 'no champion')."""
+    mlflow_client = client(tracking_uri)
+    name = recipe.registry.model_name
+    holders: dict[str, tuple[object, list[str]]] = {}
+    for alias, _ in alias_targets(recipe):
+        version = current_version(mlflow_client, name, alias)
+        if version is not None:
+            holders.setdefault(str(version.version), (version, []))[1].append(alias)
+    records = []
+    for number, (version, aliases) in sorted(holders.items()):
+        tags = version.tags  # type: ignore[attr-defined]
+        common = {
+            "version": number,
+            "aliases": tuple(dict.fromkeys(aliases)),
+            "variant": tags.get("variant", "unknown"),
+            "sha256": tags.get("sha256", ""),
+        }
+        try:
+            path = fetch_verified(
+                mlflow_client, name, number, work_dir / "champions" / f"v{number}"
+            )
+        except IntegrityError as error:
+            records.append(ChampionRecord(**common, path=None, verified=False, reason=str(error)))
+            continue
+        records.append(
+            ChampionRecord(
+                **common, path=str(path), verified=True, size_bytes=Path(path).stat().st_size
+            )
+        )
+    return records
+
+
+def evaluate_champions(
+    recipe: Recipe, checkpoint: str, champions: list[ChampionRecord]
+) -> list[ChampionRecord]:
+    """Score each verified champion on this run's test split, against this run's source model."""
+    from onnxforge.adapters import get_adapter
+    from onnxforge.datasets import load_splits
+    from onnxforge.parity import compare_outputs
+    from onnxforge.runtime import make_session, run_batched
+    from onnxforge.training import load_source_model
+    from onnxforge.variants import EXACT, VARIANTS
+
+    verified = [c for c in champions if c.path is not None]
+    if not verified:
+        return champions
+    splits = load_splits(recipe.dataset)
+    model = load_source_model(recipe, checkpoint, splits)
+    reference = get_adapter(recipe.model.framework).predict(model, splits.x_test)
+    evaluated = []
+    for champion in champions:
+        if champion.path is None:
+            evaluated.append(champion)
+            continue
+        try:
+            session = make_session(champion.path, "CPUExecutionProvider")
+            outputs = run_batched(session, splits.x_test)
+        except Exception as error:  # noqa: BLE001 - ORT refuses inputs of another shape or type
+            # with several exception types; the champion is then not comparable, which is a result
+            reason = f"it does not run on this run's inputs: {str(error).splitlines()[0][:200]}"
+            evaluated.append(champion.model_copy(update={"reason": reason}))
+            continue
+        tolerance = (
+            VARIANTS[champion.variant].default_tolerance if champion.variant in VARIANTS else EXACT
+        )
+        names = [o.name for o in session.get_outputs()]
+        result = compare_outputs(
+            champion.label,
+            reference,
+            outputs,
+            splits.y_test,
+            tolerance,
+            recipe.parity.accuracy_drop_budget,
+            names,
+        )
+        evaluated.append(champion.model_copy(update={"evaluation": result}))
+    return evaluated

@@ -1,0 +1,188 @@
+"""The registry update: repair, create versions, re-check the evidence, move aliases last.
+
+The caller runs all of this inside one critical section per registered model (a Prefect global
+concurrency limit), so two runs never read the same champion and both move it. Every version is
+created with `onnxforge.state = pending`; only after its promotion tags and description are written
+do the aliases move, and only then is the state `done`. A run that dies in between leaves a pending
+version, which the next run of the same model finds and finishes (it holds its aliases) or marks
+`incomplete` (it does not).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from onnxforge.aliases import current_version, move_alias
+from onnxforge.promotion import CHALLENGER
+from onnxforge.recipe import Recipe
+from onnxforge.records import AliasDecision, Registration
+from onnxforge.tracking import RunContext, client
+
+STATE = "onnxforge.state"
+PENDING, DONE, INCOMPLETE = "pending", "done", "incomplete"
+# MLflow keeps a version description in a String(5000) column (model_versions.description);
+# a longer run summary is cut there, with a note (summary.md in the run keeps all of it)
+DESCRIPTION_LIMIT = 5000
+
+
+def _versions(mlflow_client: Any, name: str) -> list[Any]:
+    return list(mlflow_client.search_model_versions(f"name='{name}'"))
+
+
+def repair_half_done(mlflow_client: Any, name: str, run_id: str) -> list[str]:
+    """Finish or mark the pending versions that other, stopped runs left behind."""
+    notes = []
+    for version in _versions(mlflow_client, name):
+        tags = version.tags
+        if tags.get(STATE) != PENDING or tags.get("source_run_id") == run_id:
+            continue
+        held = list(getattr(version, "aliases", []) or [])
+        if held:
+            state = DONE
+            note = f"finished by run {run_id}: run {tags.get('source_run_id')} moved {', '.join(held)} and stopped"
+        else:
+            state = INCOMPLETE
+            note = (
+                f"incomplete: run {tags.get('source_run_id')} stopped before its aliases moved; "
+                f"never promoted (found by run {run_id})"
+            )
+        mlflow_client.set_model_version_tag(name, version.version, "promotion", note)
+        mlflow_client.set_model_version_tag(name, version.version, STATE, state)
+        notes.append(f"v{version.version}: {note}")
+    return notes
+
+
+def register_versions(
+    name: str, context: RunContext, model_ids: dict[str, str], tags_for: dict[str, dict[str, str]]
+) -> dict[str, str]:
+    """One version per candidate variant (variant -> version), reusing this run's earlier ones."""
+    import mlflow
+
+    mlflow_client = client(context.tracking_uri)
+    mine = {
+        v.tags.get("variant"): str(v.version)
+        for v in _versions(mlflow_client, name)
+        if v.tags.get("source_run_id") == context.run_id
+    }
+    versions = {}
+    for variant, tags in tags_for.items():
+        if variant in mine:  # a retried task: the version exists, do not make a twin
+            versions[variant] = mine[variant]
+            continue
+        pending = {**tags, STATE: PENDING, "promotion": PENDING}
+        created = mlflow.register_model(f"models:/{model_ids[variant]}", name, tags=pending)
+        versions[variant] = str(created.version)
+    return versions
+
+
+def recheck(mlflow_client: Any, name: str, decisions: list[AliasDecision]) -> list[AliasDecision]:
+    """A move whose champion changed since the evidence was taken (another run) does not happen."""
+    checked = []
+    for decision in decisions:
+        if not decision.move or decision.alias == CHALLENGER:
+            checked.append(decision)
+            continue
+        holder = current_version(mlflow_client, name, decision.alias)
+        now = str(holder.version) if holder is not None else None
+        if now != decision.against:
+            was = f"v{decision.against}" if decision.against else "no champion"
+            reason = (
+                f"{decision.alias} moved to v{now} while this run measured against {was}; "
+                f"this run's evidence is stale, so it stays challenger (was: {decision.reason})"
+            )
+            decision = decision.model_copy(update={"move": False, "reason": reason})
+        checked.append(decision)
+    return checked
+
+
+def registration_record(
+    recipe: Recipe,
+    decisions: list[AliasDecision],
+    versions: dict[str, str],
+    model_ids: dict[str, str],
+    floors: dict[str, list[str]],
+) -> Registration:
+    """What was registered, and every alias decision with its version filled in."""
+    name = recipe.registry.model_name
+    decisions = [d.model_copy(update={"version": versions.get(d.variant or "")}) for d in decisions]
+    champion = decisions[0]
+    if champion.variant is None or not recipe.registry.enabled:
+        reason = champion.reason if champion.variant is None else "register.enabled is false"
+        return Registration(
+            model_name=name,
+            version=None,
+            variant=None,
+            model_id=None,
+            champion_moved=False,
+            reason=reason,
+            decisions=tuple(decisions),
+        )
+    return Registration(
+        model_name=name,
+        version=versions[champion.variant],
+        variant=champion.variant,
+        model_id=model_ids[champion.variant],
+        champion_moved=champion.move,
+        reason=champion.reason,
+        decisions=tuple(decisions),
+        versions=versions,
+        floors=tuple(floors.get(champion.variant, [])),
+    )
+
+
+def promotion_text(registration: Registration, variant: str) -> str:
+    """The `promotion` tag of one version: every alias decision about it."""
+    parts = [
+        f"{d.alias} {'moved' if d.move else 'kept'}: {d.reason}"
+        for d in registration.decisions
+        if d.variant == variant and d.alias != CHALLENGER
+    ]
+    return " | ".join(parts)
+
+
+def finalize(
+    context: RunContext, registration: Registration, description: str, by: str
+) -> list[str]:
+    """Tags and descriptions first, then the aliases (the very last write), then state done."""
+    mlflow_client = client(context.tracking_uri)
+    name = registration.model_name
+    if len(description) > DESCRIPTION_LIMIT:
+        description = description[: DESCRIPTION_LIMIT - 40] + "\n\n(cut; summary.md has it all)"
+    for variant, version in registration.versions.items():
+        mlflow_client.set_model_version_tag(
+            name, version, "promotion", promotion_text(registration, variant)
+        )
+        mlflow_client.update_model_version(name, version, description=description)
+    moved = _move_aliases(mlflow_client, registration, by, context.run_id)
+    for version in registration.versions.values():
+        mlflow_client.set_model_version_tag(name, version, STATE, DONE)
+    return moved
+
+
+def _move_aliases(
+    mlflow_client: Any, registration: Registration, by: str, run_id: str
+) -> list[str]:
+    """Move every decided alias; if one move fails, put back the ones already moved."""
+    name = registration.model_name
+    moved: list[tuple[str, str | None]] = []
+    try:
+        for decision in registration.decisions:
+            if decision.move and decision.version is not None:
+                previous = move_alias(
+                    mlflow_client,
+                    name,
+                    decision.alias,
+                    decision.version,
+                    decision.reason,
+                    by,
+                    run_id,
+                )
+                moved.append((decision.alias, previous))
+    except Exception:
+        for alias, previous in reversed(moved):
+            if previous is None:
+                mlflow_client.delete_registered_model_alias(name, alias)
+            else:
+                mlflow_client.set_registered_model_alias(name, alias, previous)
+        raise
+    return [alias for alias, _ in moved]

@@ -1,0 +1,214 @@
+"""Promotion a team can trust, tested against a real `mlflow server` and a real Prefect server
+(the test harness): concurrent runs, an MLflow fault during the champion lookup, a crash between
+version creation and alias moves, and garbage that must never become champion."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socketserver
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DEFAULT_RECIPE, REPO
+
+pytestmark = pytest.mark.slow
+
+# Few variants, one provider and batch size, short rounds: the promotion logic is under test here.
+FAST = {
+    "train.epochs": "8",
+    "variants": "{simplified: {}, int8-dynamic: {}}",
+    "benchmark.providers": "[CPUExecutionProvider]",
+    "benchmark.batch_sizes": "[1]",
+    "benchmark.warmup": "2",
+    "benchmark.iterations": "10",
+    "benchmark.rounds": "3",
+    "benchmark.baseline": "false",
+}
+
+
+def _client(uri: str):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _aliases(uri: str, name: str) -> dict[str, str]:
+    model = _client(uri).get_registered_model(name)
+    return {alias: str(version) for alias, version in model.aliases.items()}
+
+
+def _versions(uri: str, name: str) -> dict[str, dict[str, str]]:
+    found = _client(uri).search_model_versions(f"name='{name}'")
+    return {str(v.version): dict(v.tags) for v in found}
+
+
+def _api_url() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+def _cli_run(name: str, uri: str, home: Path, extra: dict[str, str] | None = None):
+    """`onnxforge run` in its own process, against the shared servers."""
+    sets = [f"{k}={v}" for k, v in {**FAST, "register.model_name": name, **(extra or {})}.items()]
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "PREFECT_API_URL": _api_url(),
+        "ONNXFORGE_HOME": str(home),
+    }
+    command = [sys.executable, "-m", "flows.cli", "run", str(DEFAULT_RECIPE)]
+    for pair in sets:
+        command += ["--set", pair]
+    return subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def test_two_runs_registering_at_once_end_with_one_champion(
+    prefect_harness: None, mlflow_server, tmp_path: Path
+) -> None:
+    uri, name = mlflow_server.uri, "digits-race"
+    runs = [_cli_run(name, uri, tmp_path / f"home{i}") for i in range(2)]
+    outputs = [run.communicate(timeout=900)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    versions = _versions(uri, name)
+    assert len(versions) == 2
+    aliases = _aliases(uri, name)
+    assert aliases["champion"] == aliases["champion-cpu"]
+    winner, loser = aliases["champion"], next(v for v in versions if v != aliases["champion"])
+    assert versions[winner]["promotion"].startswith("champion moved: no champion yet")
+    # The second run measured against "no champion"; by the time it held the lock, the first
+    # had moved it, so its evidence was stale and it did not move champion.
+    assert "this run's evidence is stale" in versions[loser]["promotion"]
+    assert {v["onnxforge.state"] for v in versions.values()} == {"done"}
+
+
+class _FailingAliasProxy(http.server.BaseHTTPRequestHandler):
+    """Forwards to the real MLflow server, but answers 500 to champion look-ups."""
+
+    upstream = ""
+
+    def _forward(self) -> None:
+        if "/registered-models/alias" in self.path:
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b'{"error_code": "INTERNAL_ERROR", "message": "injected"}')
+            return
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+        request = urllib.request.Request(
+            self.upstream + self.path,
+            data=body,
+            method=self.command,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                status, payload = answer.status, answer.read()
+        except urllib.error.HTTPError as error:
+            status, payload = error.code, error.read()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _forward
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+@pytest.fixture
+def failing_alias_proxy(mlflow_server) -> Iterator[str]:
+    handler = type("Proxy", (_FailingAliasProxy,), {"upstream": mlflow_server.uri})
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+        server.shutdown()
+
+
+def test_faults_fail_closed_and_a_half_done_version_is_repaired(
+    prefect_harness: None,
+    mlflow_server,
+    failing_alias_proxy: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flows.onnx_pipeline import onnx_pipeline
+    from onnxforge.registration import register_versions
+    from onnxforge.tracking import RunContext
+
+    uri, name = mlflow_server.uri, "digits-faults"
+    overrides = {**FAST, "register.model_name": name}
+    monkeypatch.setenv("ONNXFORGE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    first = onnx_pipeline(recipe_path=str(DEFAULT_RECIPE), overrides=overrides)
+    assert first.champion_moved and _aliases(uri, name)["champion"] == first.version
+
+    # 1. MLflow answers 500 to the champion look-up: the run fails, nothing is registered or moved.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", failing_alias_proxy)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(Exception, match="injected|INTERNAL_ERROR|500"):
+        onnx_pipeline(recipe_path=str(DEFAULT_RECIPE), overrides=overrides)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert list(_versions(uri, name)) == [first.version]
+    assert _aliases(uri, name)["champion"] == first.version
+
+    # 2. A run that died between creating its version and moving the aliases: the same core
+    # call the register task makes, then nothing more (the process is gone).
+    client = _client(uri)
+    crashed = client.create_run(client.get_experiment_by_name("onnxforge-digits").experiment_id)
+    client.set_terminated(crashed.info.run_id, "FAILED")
+    context = RunContext(
+        tracking_uri=uri,
+        experiment_id=crashed.info.experiment_id,
+        run_id=crashed.info.run_id,
+        work_dir=str(tmp_path),
+    )
+    tags = {
+        "variant": first.variant,
+        "sha256": _versions(uri, name)[first.version]["sha256"],
+        "source_run_id": crashed.info.run_id,
+    }
+    half_done = register_versions(
+        name, context, {first.variant: first.model_id}, {first.variant: tags}
+    )[first.variant]
+    assert _versions(uri, name)[half_done]["onnxforge.state"] == "pending"
+
+    third = onnx_pipeline(recipe_path=str(DEFAULT_RECIPE), overrides=overrides)
+    repaired = _versions(uri, name)[half_done]
+    assert repaired["onnxforge.state"] == "incomplete"
+    assert repaired["promotion"].startswith(f"incomplete: run {crashed.info.run_id} stopped")
+    assert half_done not in _aliases(uri, name).values()
+    # The third run measured itself against the champion it fetched and verified, in its rounds.
+    assert f"champion v{first.version}" in third.reason, third.reason
+
+
+def test_a_learning_rate_of_1e6_never_becomes_champion(
+    prefect_harness: None, mlflow_store: str
+) -> None:
+    from flows.onnx_pipeline import onnx_pipeline
+
+    name = "digits-garbage"
+    registration = onnx_pipeline(
+        recipe_path=str(DEFAULT_RECIPE),
+        overrides={**FAST, "register.model_name": name, "train.learning_rate": "1e6"},
+    )
+    assert not registration.champion_moved
+    client = _client(mlflow_store)
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias(name, "champion")
+    if registration.version is not None:  # registered as challenger, with the floor's reason
+        tags = _versions(mlflow_store, name)[registration.version]
+        assert tags["floors"] != "passed" and "below a quality floor" in tags["promotion"]
