@@ -1,4 +1,5 @@
-"""The `onnxforge` command: `run` a recipe through the flow, or `validate` it without work.
+"""The `onnxforge` command: `run` a recipe through the flow, or `validate` it without work;
+`pull`, `verify`, `promote` and `rollback` are the registry's consumer side.
 
 Heavy imports (torch, onnxruntime, Prefect, MLflow) happen inside the commands, so --help is instant.
 """
@@ -10,6 +11,7 @@ import os
 import sys
 
 EXIT_BAD_INPUT = 2
+EXIT_REFUSED = 1  # a tampered file, a missing version, a refused alias move
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +34,33 @@ def _parser() -> argparse.ArgumentParser:
             metavar="KEY=VALUE",
             help="override a recipe field by dotted key, e.g. --set train.epochs=5 (repeatable)",
         )
+    _registry_parsers(commands)
     return parser
+
+
+def _registry_parsers(commands: argparse._SubParsersAction) -> None:
+    """The consumer side: verified pulls, checks of every version, alias moves by hand."""
+    pull = commands.add_parser(
+        "pull", help="download a registered model, check its sha256, write model.onnx + manifest"
+    )
+    pull.add_argument("ref", help="NAME, NAME@ALIAS or NAME/VERSION (default alias: champion)")
+    pull.add_argument(
+        "--provider", help="execution provider; without an alias, pulls champion-<provider>"
+    )
+    pull.add_argument("--to", required=True, help="folder to write model.onnx and manifest.json")
+    verify = commands.add_parser("verify", help="check every version's file against its sha256")
+    verify.add_argument("name", help="registered model name")
+    promote = commands.add_parser("promote", help="move an alias to a version by hand (checked)")
+    promote.add_argument("name", help="registered model name")
+    promote.add_argument("version", help="version number")
+    promote.add_argument("--alias", default="champion", help="alias to move (default: champion)")
+    promote.add_argument("--reason", required=True, help="why; kept in the alias history")
+    rollback = commands.add_parser(
+        "rollback", help="move an alias back to where it was before its last recorded move"
+    )
+    rollback.add_argument("name", help="registered model name")
+    rollback.add_argument("--alias", default="champion", help="alias to move (default: champion)")
+    rollback.add_argument("--reason", default=None, help="why; kept in the alias history")
 
 
 def _embedded_defaults() -> None:
@@ -66,15 +94,13 @@ def _run(recipe_path: str, overrides: dict[str, str]) -> int:
     if registration.version is None:
         print(f"Nothing registered: {registration.reason}")
     else:
-        aliases = "challenger" + (", champion" if registration.champion_moved else "")
+        moved = [d.alias for d in registration.decisions if d.move]
         print(
             f"Registered model: {registration.model_name} version {registration.version} "
-            f"({registration.variant}); aliases: {aliases}"
-        )
-        print(
-            f"  load it with: mlflow.onnx.load_model('models:/{registration.model_name}@champion')"
+            f"({registration.variant}); aliases: {', '.join(moved) or 'none'}"
         )
         print(f"  champion: {registration.reason}")
+        print(f"  deploy it with: onnxforge pull {registration.model_name}@champion --to ./model")
     print(f"MLflow tracking URI: {resolve_tracking_uri()}")
     print(
         f"See it in the MLflow UI: {ui_command(resolve_tracking_uri())}  (then http://127.0.0.1:5000)"
@@ -82,9 +108,96 @@ def _run(recipe_path: str, overrides: dict[str, str]) -> int:
     return 0
 
 
+def _one_line(error: BaseException) -> str:
+    """An error as one line (MLflow's messages can carry a whole HTML response body)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
+def _registry_command(args: argparse.Namespace) -> int:
+    """pull / verify / promote / rollback: exit 1 when refused or tampered, 2 for bad arguments."""
+    if not sys.stderr.isatty():  # MLflow's download progress bar would clutter a log's stderr
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow.exceptions import MlflowException
+
+    from onnxforge.errors import OnnxforgeError, UsageError
+
+    try:
+        return _REGISTRY_COMMANDS[args.command](args)
+    except UsageError as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (OnnxforgeError, MlflowException, OSError) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from onnxforge.consumer import pull
+    from onnxforge.tracking import resolve_tracking_uri
+
+    manifest = pull(resolve_tracking_uri(), args.ref, Path(args.to), args.provider)
+    print(
+        f"pulled {manifest['name']} v{manifest['version']} ({manifest['variant']}), "
+        f"sha256 {manifest['sha256']} verified -> {Path(args.to) / 'model.onnx'}"
+    )
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from onnxforge.consumer import verify
+    from onnxforge.tracking import resolve_tracking_uri
+
+    results = verify(resolve_tracking_uri(), args.name)
+    if not results:
+        print(f"{args.name}: no versions")
+    for version, ok, message in results:
+        print(f"v{version}: {'ok' if ok else 'FAILED'}: {message}")
+    failed = [version for version, ok, _ in results if not ok]
+    if failed:
+        print(
+            f"error: {args.name}: {len(failed)} version(s) fail the sha256 check", file=sys.stderr
+        )
+        return EXIT_REFUSED
+    return 0
+
+
+def _print_move(name: str, move: dict) -> None:
+    if not move["moved"]:
+        print(f"{name}@{move['alias']} already points at v{move['version']}; nothing moved")
+        return
+    was = f"v{move['previous']}" if move["previous"] else "nothing"
+    print(f"{name}@{move['alias']}: {was} -> v{move['version']}")
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from onnxforge.consumer import promote
+    from onnxforge.tracking import resolve_tracking_uri
+
+    move = promote(resolve_tracking_uri(), args.name, args.version, args.alias, args.reason)
+    _print_move(args.name, move)
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from onnxforge.consumer import rollback
+    from onnxforge.tracking import resolve_tracking_uri
+
+    move = rollback(resolve_tracking_uri(), args.name, args.alias, reason=args.reason)
+    _print_move(args.name, move)
+    return 0
+
+
+_REGISTRY_COMMANDS = {"pull": _pull, "verify": _verify, "promote": _promote, "rollback": _rollback}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `onnxforge` command."""
     args = _parser().parse_args(argv)
+    if args.command in _REGISTRY_COMMANDS:
+        return _registry_command(args)
     from onnxforge.errors import RecipeError
 
     try:

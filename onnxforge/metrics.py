@@ -7,7 +7,19 @@ from typing import Any
 from onnxforge.providers import PROVIDERS
 from onnxforge.records import BenchResult, ParityResult
 
-PARITY_FIELDS = ("max_abs_err", "mean_abs_err", "top1_agreement", "accuracy", "source_accuracy")
+PARITY_FIELDS = (
+    "max_abs_err",
+    "mean_abs_err",
+    "max_spread_err",
+    "mean_spread_err",
+    "top1_agreement",
+    "accuracy",
+    "source_accuracy",
+    "mae",
+    "rmse",
+    "source_mae",
+    "source_rmse",
+)
 BENCH_FIELDS = (
     "p50_ms",
     "p90_ms",

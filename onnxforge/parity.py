@@ -1,83 +1,30 @@
-"""Parity: every variant against the source model on the test split, as a typed contract."""
+"""Parity: every variant against the source model on the test split, as a typed contract
+(the clauses are in onnxforge/parity_clauses.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from onnxforge.inputs import take
+from onnxforge.parity_clauses import (
+    class_quality,
+    degenerate_failures,
+    output_parity,
+    regression_quality,
+    structure_failures,
+    tolerance_failures,
+)
 from onnxforge.providers import PROVIDERS
 from onnxforge.recipe import Recipe
-from onnxforge.records import ModelArtifact, OutputParity, ParityFailure, ParityResult
+from onnxforge.records import ModelArtifact, ParityFailure, ParityResult
 from onnxforge.runtime import make_session, run_batched
+from onnxforge.scoring import is_class_scores, is_regression
 from onnxforge.variants import VARIANTS, Tolerance
 
 
 def _fail(variant: str, kind: str, message: str, **numbers: object) -> ParityResult:
     failure = ParityFailure(kind=kind, message=message)
     return ParityResult(variant=variant, passed=False, failures=(failure,), **numbers)
-
-
-def _structure_failures(
-    names: list[str], reference: list[np.ndarray], outputs: list[np.ndarray]
-) -> list[ParityFailure]:
-    failures = []
-    if len(outputs) < len(reference):
-        missing = ", ".join(names[len(outputs) :]) or f"{len(reference) - len(outputs)} outputs"
-        failures.append(
-            ParityFailure(kind="output_missing", message=f"variant lacks output {missing}")
-        )
-        return failures
-    for name, expected, got in zip(names, reference, outputs, strict=False):
-        if expected.shape != got.shape:
-            failures.append(
-                ParityFailure(
-                    kind="shape_mismatch",
-                    message=f"{name}: expected shape {expected.shape}, got {got.shape}",
-                )
-            )
-        elif not np.isfinite(got).all():
-            failures.append(ParityFailure(kind="non_finite", message=f"{name}: holds NaN or Inf"))
-    return failures
-
-
-def _output_parity(name: str, expected: np.ndarray, got: np.ndarray) -> OutputParity:
-    error = np.abs(expected.astype(np.float64) - got.astype(np.float64))
-    scale = max(float(np.abs(expected).max()), 1e-12)
-    return OutputParity(
-        name=name,
-        max_abs_err=float(error.max()),
-        mean_abs_err=float(error.mean()),
-        rel_err=float(error.max()) / scale,
-    )
-
-
-def _tolerance_failures(
-    per_output: list[OutputParity], tolerance: Tolerance
-) -> list[ParityFailure]:
-    failures = []
-    for out in per_output:
-        if out.max_abs_err > tolerance.atol:
-            failures.append(
-                ParityFailure(
-                    kind="tolerance_exceeded",
-                    message=f"{out.name}: max abs error {out.max_abs_err:.3g} > atol {tolerance.atol}",
-                )
-            )
-        if out.mean_abs_err > tolerance.mean_atol:
-            failures.append(
-                ParityFailure(
-                    kind="tolerance_exceeded",
-                    message=f"{out.name}: mean abs error {out.mean_abs_err:.3g} > mean_atol {tolerance.mean_atol}",
-                )
-            )
-        if tolerance.rtol is not None and out.rel_err > tolerance.rtol:
-            failures.append(
-                ParityFailure(
-                    kind="tolerance_exceeded",
-                    message=f"{out.name}: relative error {out.rel_err:.3g} > rtol {tolerance.rtol}",
-                )
-            )
-    return failures
 
 
 def compare_outputs(
@@ -91,45 +38,32 @@ def compare_outputs(
 ) -> ParityResult:
     """Score a variant's outputs against the source's; every broken clause is a typed failure."""
     names = names or [f"output{i}" for i in range(len(reference))]
-    failures = _structure_failures(names, reference, outputs)
+    failures = structure_failures(names, reference, outputs)
     if failures:
         return ParityResult(variant=variant, passed=False, failures=tuple(failures))
     per_output = [
-        _output_parity(n, e, g) for n, e, g in zip(names, reference, outputs, strict=False)
+        output_parity(n, e, g) for n, e, g in zip(names, reference, outputs, strict=False)
     ]
-    failures = _tolerance_failures(per_output, tolerance)
-    agreement = None
-    if reference[0].ndim == 2:  # class scores: top-1 agreement means something
-        agreement = float((reference[0].argmax(1) == outputs[0].argmax(1)).mean())
-    if agreement is not None and agreement < tolerance.min_top1_agreement:
-        failures.append(
-            ParityFailure(
-                kind="top1_below_floor",
-                message=f"top-1 agreement {agreement:.4f} < {tolerance.min_top1_agreement}",
-            )
+    failures = degenerate_failures(names, outputs) + tolerance_failures(per_output, tolerance)
+    numbers: dict[str, float] = {}
+    if is_class_scores(reference[0]):  # accuracy and agreement use the first output
+        numbers, more = class_quality(
+            reference[0], outputs[0], labels, tolerance, accuracy_drop_budget
         )
-    accuracy = source_accuracy = None
-    if labels is not None and agreement is not None:
-        accuracy = float((outputs[0].argmax(1) == labels).mean())
-        source_accuracy = float((reference[0].argmax(1) == labels).mean())
-        if source_accuracy - accuracy > accuracy_drop_budget:
-            failures.append(
-                ParityFailure(
-                    kind="accuracy_drop",
-                    message=f"accuracy {accuracy:.4f} is {source_accuracy - accuracy:.4f} below the "
-                    f"source's {source_accuracy:.4f} (budget {accuracy_drop_budget})",
-                )
-            )
+        failures += more
+    elif is_regression(reference[0]):
+        numbers, more = regression_quality(reference[0], outputs[0], labels, accuracy_drop_budget)
+        failures += more
     return ParityResult(
         variant=variant,
         passed=not failures,
         failures=tuple(failures),
         max_abs_err=max(o.max_abs_err for o in per_output),
         mean_abs_err=float(np.mean([o.mean_abs_err for o in per_output])),
-        top1_agreement=agreement,
-        accuracy=accuracy,
-        source_accuracy=source_accuracy,
         per_output=tuple(per_output),
+        max_spread_err=max(o.max_spread_err for o in per_output),
+        mean_spread_err=float(np.mean([o.mean_spread_err for o in per_output])),
+        **numbers,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -26,7 +26,7 @@ from pydantic import (
 from onnxforge.adapters import ADAPTERS
 from onnxforge.errors import RecipeError
 from onnxforge.providers import PROVIDERS, provider_names
-from onnxforge.variants import VARIANTS, Tolerance
+from onnxforge.variants import VARIANTS, Tolerance, ToleranceOverride
 
 SKLEARN_DATASETS = ("digits", "breast_cancer", "wine", "iris")
 # discriminator tags that pydantic puts in error locations; the user never wrote them
@@ -270,12 +270,13 @@ def _default_variants() -> BaseModel:
 class ParitySpec(Strict):
     """Parity contract: per-variant tolerance overrides and the accuracy-drop budget."""
 
-    tolerances: dict[str, Tolerance] = Field(default_factory=dict)
+    # only the fields a recipe gives replace the variant's registered default
+    tolerances: dict[str, ToleranceOverride] = Field(default_factory=dict)  # type: ignore[valid-type]
     accuracy_drop_budget: float = Field(0.01, ge=0, le=1)
 
     @field_validator("tolerances")
     @classmethod
-    def _known_variants(cls, value: dict[str, Tolerance]) -> dict[str, Tolerance]:
+    def _known_variants(cls, value: dict[str, BaseModel]) -> dict[str, BaseModel]:
         unknown = sorted(set(value) - set(VARIANTS))
         if unknown:
             raise ValueError(
@@ -411,8 +412,10 @@ class Recipe(Strict):
         ]
 
     def tolerance(self, variant: str) -> Tolerance:
-        """The recipe's tolerance for a variant, or the variant's registered default."""
-        return self.parity.tolerances.get(variant, VARIANTS[variant].default_tolerance)
+        """The variant's registered default, with the fields the recipe overrides replaced."""
+        default = VARIANTS[variant].default_tolerance
+        override = self.parity.tolerances.get(variant)
+        return default if override is None else default.merged(override)
 
     def flat_params(self) -> dict[str, str]:
         """The recipe flattened to dotted keys, for MLflow params."""
@@ -498,12 +501,17 @@ def describe_validation_error(path: Path, error: ValidationError) -> str:
 
 def _allowed_keys(parent_loc: list[str]) -> list[str]:
     model: type[BaseModel] = Recipe
+    keyed = False  # the previous field was a mapping: this part is one of its keys
     for part in parent_loc:
+        if keyed:
+            keyed = False
+            continue
         if part == "dataset":  # a union of sources: list what any source accepts
             sources = (SklearnDataset, NpzDataset, GeneratedDataset, TableDataset, SyntheticDataset)
             return sorted(set().union(*(source.model_fields for source in sources)))
         field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
         candidates = get_args(field.annotation) or (field.annotation,) if field else ()
+        keyed = field is not None and get_origin(field.annotation) is dict
         model = next(
             (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
         )

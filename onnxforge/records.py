@@ -53,7 +53,9 @@ class ParityFailure(Record):
     """One broken clause of the parity contract."""
 
     # output_missing | shape_mismatch | non_finite | tolerance_exceeded | top1_below_floor |
-    # accuracy_drop | not_run (the variant could not run where parity is measured)
+    # accuracy_drop (for one-value-per-sample outputs: an RMSE increase over the same budget) |
+    # degenerate_output (the same output for every test sample) |
+    # not_run (the variant could not run where parity is measured)
     kind: str
     message: str
 
@@ -65,6 +67,9 @@ class OutputParity(Record):
     max_abs_err: float
     mean_abs_err: float
     rel_err: float  # max abs error / max |reference|
+    spread: float | None = None  # std of the reference output's values over the test split
+    max_spread_err: float | None = None  # max abs error / spread
+    mean_spread_err: float | None = None  # mean abs error / spread
 
 
 class LayerDrift(Record):
@@ -88,6 +93,12 @@ class ParityResult(Record):
     source_accuracy: float | None = None
     per_output: tuple[OutputParity, ...] = ()
     drifting_layers: tuple[LayerDrift, ...] = ()  # filled for quantized variants that fail
+    max_spread_err: float | None = None  # largest max abs error / spread over the outputs
+    mean_spread_err: float | None = None  # mean over the outputs of mean abs error / spread
+    mae: float | None = None  # one-value-per-sample first output vs float labels
+    rmse: float | None = None
+    source_mae: float | None = None
+    source_rmse: float | None = None
 
 
 class BenchResult(Record):

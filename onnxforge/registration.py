@@ -178,11 +178,12 @@ def _move_aliases(
                     run_id,
                 )
                 moved.append((decision.alias, previous))
-    except Exception:
+    except Exception as error:
+        undo = f"undo: moving the run's other aliases failed ({type(error).__name__})"
         for alias, previous in reversed(moved):
             if previous is None:
                 mlflow_client.delete_registered_model_alias(name, alias)
-            else:
-                mlflow_client.set_registered_model_alias(name, alias, previous)
+            else:  # recorded, so the history (and rollback) stays true
+                move_alias(mlflow_client, name, alias, previous, undo, by, run_id)
         raise
     return [alias for alias, _ in moved]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from onnxforge.records import BenchResult, ParityResult, Registration, VariantBuild
+from onnxforge.records import (
+    BenchResult,
+    OutputParity,
+    ParityResult,
+    Registration,
+    VariantBuild,
+)
 
 
 def _parity_cell(result: ParityResult | None) -> str:
@@ -119,17 +125,27 @@ def _failure_details(parity: list[ParityResult]) -> list[str]:
         if result.passed:
             continue
         lines += ["", f"**{result.variant}** failed parity:"]
-        lines += [
-            f"- {o.name}: max abs {o.max_abs_err:.3g}, mean abs {o.mean_abs_err:.3g}, "
-            f"relative {o.rel_err:.3g}"
-            for o in result.per_output
-        ]
+        lines += [f"- {_output_errors(o)}" for o in result.per_output]
         if result.drifting_layers:
             lines.append(
                 "- layers drifting most (lowest SQNR first; candidates for `nodes_to_exclude`): "
                 + ", ".join(f"`{d.node}` ({d.sqnr_db:.1f} dB)" for d in result.drifting_layers)
             )
     return lines
+
+
+def _output_errors(out: OutputParity) -> str:
+    """One output's errors, absolute and (when measured) in spreads of the reference."""
+    if out.spread is None:
+        return (
+            f"{out.name}: max abs {out.max_abs_err:.3g}, mean abs {out.mean_abs_err:.3g}, "
+            f"relative {out.rel_err:.3g}"
+        )
+    return (
+        f"{out.name}: max abs {out.max_abs_err:.3g} ({out.max_spread_err:.3g} x spread), "
+        f"mean abs {out.mean_abs_err:.3g} ({out.mean_spread_err:.3g} x spread), "
+        f"relative {out.rel_err:.3g}; spread {out.spread:.3g}"
+    )
 
 
 def _registration_lines(registration: Registration) -> list[str]:

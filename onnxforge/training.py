@@ -12,6 +12,7 @@ from onnxforge.datasets import Splits, load_splits
 from onnxforge.inputs import sample_shape
 from onnxforge.recipe import Recipe
 from onnxforge.records import TrainResult, sha256_of, write_atomically
+from onnxforge.scoring import accuracy, is_class_scores
 
 
 def fresh_model(recipe: Recipe, splits: Splits) -> Any:
@@ -66,8 +67,9 @@ def train_model(
     )
 
 
-def _accuracy(logits: Any, labels: Any) -> float | None:
-    """Share of argmax hits; absent (None), not zero, when there are no labels."""
-    if labels is None:
+def _accuracy(scores: Any, labels: Any) -> float | None:
+    """Share of unique-argmax hits (a tie is wrong); absent (None), not zero, when there are no
+    labels or the output is not class scores."""
+    if labels is None or not is_class_scores(scores):
         return None
-    return float((logits.argmax(axis=1) == labels).mean())
+    return accuracy(scores, labels)

@@ -47,16 +47,19 @@ def registry_lock(model_name: str, timeout_s: float = 900) -> Iterator[None]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     name = lock_name(model_name)
     with get_client(sync_client=True) as prefect_client:
         try:
-            prefect_client.create_global_concurrency_limit(
-                GlobalConcurrencyLimitCreate(name=name, limit=1)
-            )
-        except ObjectAlreadyExists:
-            pass
+            prefect_client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                prefect_client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1)
+                )
+            except ObjectAlreadyExists:  # another run created it a moment ago
+                pass
     # strict: a limit that vanished must not turn the critical section into no lock at all
     with concurrency(name, occupy=1, strict=True, timeout_seconds=timeout_s):
         yield

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.servers"]
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = REPO / "configs" / "digits_cnn.yaml"
 

@@ -35,7 +35,11 @@ register(
         "simplified",
         Fp16Settings,
         make_fp16,
-        Tolerance(atol=0.05, mean_atol=0.01, min_top1_agreement=0.99),
+        # Measured on onnxruntime 1.32's CPU provider (no GPU here; it runs these fp16 graphs),
+        # spreads max / mean: digits_cnn 0.00053-0.00074 / 0.00013-0.00022, digits_keras 0.00098
+        # / 0.00017, text_transformer 0.0044 / 0.00031. ~4.5x over the worst, as GPU kernels
+        # round differently.
+        Tolerance(atol=0.02, mean_atol=0.0015, min_top1_agreement=0.99),
         "gpu",
         "float16 weights and compute (no CPU kernels)",
     )

@@ -46,7 +46,10 @@ register(
         "simplified",
         DynamicSettings,
         make_int8_dynamic,
-        Tolerance(atol=1.0, mean_atol=0.2, min_top1_agreement=0.97),
+        # Measured (spreads, max / mean): digits_cnn 0.019-0.031 / 0.0040-0.0055, digits_keras
+        # 0.026 / 0.0061, text_transformer (per-channel) 0.23 / 0.019; top-1 agreement >= 0.997.
+        # ~2.6x over the worst. An all-zero output errs >= 1.8 / 0.34 spreads and fails.
+        Tolerance(atol=0.6, mean_atol=0.05, min_top1_agreement=0.97),
         "any",
         "int8 weights, activations quantized at run time",
         quantized=True,

@@ -69,9 +69,12 @@ register(
         "simplified",
         StaticSettings,
         make_int8_static,
-        # Activation quantization moves large logits by a few units without changing the argmax:
-        # hold int8-static to agreement and accuracy, with absolute bounds that catch real breakage.
-        Tolerance(atol=4.0, mean_atol=1.0, min_top1_agreement=0.97),
+        # Activation quantization moves a few values far (max) while the mean stays small.
+        # Measured (spreads, max / mean): digits_cnn 0.15-0.34 / 0.0068-0.0077, digits_keras
+        # 0.39 / 0.0080, text_transformer 0.40 / 0.022; top-1 agreement >= 0.9917. ~2.5x over
+        # the worst. An all-zero output errs >= 1.8 / 0.34 spreads (softmax probabilities: 2.3 /
+        # 0.34) and fails; it passed the old absolute atol 4 / mean_atol 1 on probabilities.
+        Tolerance(atol=1.0, mean_atol=0.06, min_top1_agreement=0.97),
         "any",
         "int8 weights and activations, QDQ, calibrated",
         quantized=True,

@@ -84,7 +84,10 @@ register(
         "simplified",
         OrtOptimizedSettings,
         make_ort_optimized,
-        Tolerance(atol=1e-3, mean_atol=1e-4, min_top1_agreement=1.0),
+        # Measured: as exact as fp32 on the shipped recipes (1.0e-6 spreads max, 1.4e-7 mean; the
+        # transformer got SkipLayerNormalization and FusedMatMul). 10x EXACT leaves room for
+        # fusions that approximate (FastGelu's tanh form) on graphs those recipes do not have.
+        Tolerance(atol=1e-4, mean_atol=1e-5, min_top1_agreement=1.0),
         "any",
         "ONNX Runtime graph optimizations and transformer fusions",
     )

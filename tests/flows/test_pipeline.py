@@ -121,4 +121,7 @@ def test_pipeline_registers_then_refuses_an_impossible_tolerance(
         assert [str(v.version) for v in versions] == ["1"]
     else:
         assert refused.variant in exact
-    assert str(client.get_model_version_by_alias("digits-cnn", "champion").version) in ("1", refused.version)
+    assert str(client.get_model_version_by_alias("digits-cnn", "champion").version) in (
+        "1",
+        refused.version,
+    )

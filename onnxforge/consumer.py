@@ -1,0 +1,422 @@
+"""The consumer side of the registry: pull a verified model, verify every version, move aliases by hand.
+
+A deployment gets its file through `pull`, which refuses a file whose sha256 differs from the
+version's `sha256` tag; a bare `mlflow.onnx.load_model('models:/NAME@champion')` checks nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from onnxforge.aliases import (
+    MODEL_FILE,
+    alias_history,
+    current_version,
+    default_actor,
+    fetch_verified,
+    move_alias,
+)
+from onnxforge.errors import IntegrityError, RefusedError, UsageError
+from onnxforge.providers import PROVIDERS
+from onnxforge.tracking import client
+
+DEFAULT_ALIAS = "champion"
+MANIFEST_FILE = "manifest.json"
+PULL_FILES = frozenset({MODEL_FILE, MANIFEST_FILE})
+# MLflow's alias rule (mlflow/utils/validation.py): alphanumerics, '_' and '-'; 'latest' and
+# 'v<N>' are reserved because `models:/NAME@latest` and version URIs mean something else.
+ALIAS_PATTERN = re.compile(r"^[\w-]+$")
+RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
+STATE_TAG = "onnxforge.state"
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def parse_ref(ref: str, provider: str | None = None) -> tuple[str, str | None, str | None]:
+    """NAME, NAME@ALIAS or NAME/VERSION -> (name, alias, version); exactly one of alias/version."""
+    short = provider_short(provider) if provider else None
+    if "/" in ref:  # MLflow model names cannot contain '/'
+        name, _, version = ref.rpartition("/")
+        if not version.isdigit() or int(version) < 1:
+            raise UsageError(f"{ref!r}: expected NAME/VERSION with a version number >= 1")
+        alias = None
+    else:
+        name, at, alias = ref.rpartition("@") if "@" in ref else (ref, "", "")
+        alias = check_alias(alias) if at else None
+        version = None
+    if not name:
+        raise UsageError(f"{ref!r}: expected NAME, NAME@ALIAS or NAME/VERSION")
+    if alias is None and version is None:
+        alias = f"{DEFAULT_ALIAS}-{short}" if short else DEFAULT_ALIAS
+    return name, alias, version
+
+
+def provider_short(provider: str) -> str:
+    """The provider's short name (champion-<short>); an unknown provider is a usage error."""
+    if provider not in PROVIDERS:
+        raise UsageError(f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}")
+    return PROVIDERS[provider].short
+
+
+def check_alias(alias: str) -> str:
+    """An alias name MLflow accepts and that is not reserved."""
+    if not ALIAS_PATTERN.match(alias) or RESERVED_ALIAS.match(alias):
+        raise UsageError(
+            f"bad alias {alias!r}: use letters, digits, '_' and '-' (not 'latest' or 'v<N>')"
+        )
+    return alias
+
+
+def check_version(version: str) -> str:
+    """A version number as MLflow writes it."""
+    if not str(version).isdigit() or int(version) < 1:
+        raise UsageError(f"bad version {version!r}: expected a number >= 1")
+    return str(int(version))
+
+
+# ---------------------------------------------------------------- registry reads
+
+
+def _registered_model(mlflow_client: Any, name: str) -> Any:
+    """The registered model, or a one-line refusal when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise RefusedError(f"no registered model named {name!r}") from None
+        raise
+
+
+def _get_version(mlflow_client: Any, name: str, version: str) -> Any:
+    """One version, or a one-line refusal naming what is missing."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_model_version(name, str(version))
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    _registered_model(mlflow_client, name)  # says "no registered model" when that is the cause
+    raise RefusedError(f"{name} has no version {version}")
+
+
+def _by_alias(mlflow_client: Any, name: str, alias: str) -> Any:
+    """The version `alias` points at, or a refusal listing the aliases that do exist."""
+    version = current_version(mlflow_client, name, alias)
+    if version is not None:
+        return version
+    held = sorted(getattr(_registered_model(mlflow_client, name), "aliases", {}) or {})
+    raise RefusedError(f"{name} has no alias {alias!r} (aliases: {', '.join(held) or 'none'})")
+
+
+def _all_versions(mlflow_client: Any, name: str) -> list[Any]:
+    """Every version of `name`, all pages, oldest first."""
+    quote = '"' if "'" in name else "'"
+    versions, token = [], None
+    while True:
+        page = mlflow_client.search_model_versions(
+            filter_string=f"name={quote}{name}{quote}", page_token=token
+        )
+        versions.extend(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return sorted(versions, key=lambda v: int(v.version))
+
+
+# ---------------------------------------------------------------- pull
+
+
+def pull(tracking_uri: str, ref: str, to: Path, provider: str | None = None) -> dict:
+    """Download, sha256-check and write model.onnx + manifest.json into `to`; returns the manifest."""
+    name, alias, version = parse_ref(ref, provider)
+    to = Path(to).expanduser().resolve()
+    _check_destination(to)  # before any download
+    mlflow_client = client(tracking_uri)
+    found = (
+        _get_version(mlflow_client, name, version)
+        if version
+        else _by_alias(mlflow_client, name, alias)
+    )
+    created = _make_parents(to.parent)
+    staging = Path(tempfile.mkdtemp(dir=to.parent, prefix=f".{to.name}.pull-"))
+    try:
+        path = fetch_verified(mlflow_client, name, str(found.version), staging)
+        manifest = build_manifest(found, path, ref, alias, provider)
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        os.chmod(staging, 0o755)  # mkdtemp makes it 0700; the folder is meant to be shared
+        _install(staging, to)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(created)
+        raise
+    return manifest
+
+
+def _check_destination(to: Path) -> None:
+    """`to` must be absent, empty, or hold exactly a previous pull (model.onnx + manifest.json)."""
+    if to.exists() and not to.is_dir():
+        raise UsageError(f"--to {to}: exists and is not a folder")
+    if not to.is_dir():
+        return
+    present = {entry.name for entry in to.iterdir()}
+    foreign = sorted(present - PULL_FILES)
+    if foreign or (present and MANIFEST_FILE not in present):
+        shown = ", ".join(foreign[:5]) or ", ".join(sorted(present))
+        raise UsageError(
+            f"--to {to}: not empty and not a previous pull (holds {shown}); choose another folder"
+        )
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create `folder` and its missing ancestors; returns those created, deepest first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Undo _make_parents after a failure, so a refused pull leaves nothing behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _install(staging: Path, to: Path) -> None:
+    """Swap the staged folder in: readers see the old pull or the new one, never a mix."""
+    _check_destination(to)  # again: something may have written there during the download
+    if not to.exists():
+        os.rename(staging, to)
+        return
+    retired = to.parent / f".{to.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(to, retired)
+    try:
+        os.rename(staging, to)
+    except OSError:
+        os.rename(retired, to)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- manifest
+
+
+def build_manifest(
+    version: Any, path: Path, ref: str, alias: str | None, provider: str | None
+) -> dict:
+    """What a deployment needs to know about the file it got, from the version's tags and graph."""
+    import onnxruntime
+
+    tags = dict(version.tags or {})
+    return {
+        "name": version.name,
+        "version": str(version.version),
+        "ref": ref,
+        "alias": alias,
+        "aliases": sorted(getattr(version, "aliases", []) or []),
+        "variant": tags.get("variant"),
+        "provider": tags.get("provider") or provider,
+        "sha256": tags.get("sha256"),
+        "size_bytes": path.stat().st_size,
+        **model_io(path),
+        "parity": _numbers(tags, "parity.", strip=True),
+        "latency": {**_numbers(tags, "p50_ms."), **_numbers(tags, "bench.")},
+        "speedup": {k: v for k, v in tags.items() if k.startswith("speedup.")},
+        "objective": tags.get("objective"),
+        "objective_value": _number(tags["objective_value"]) if "objective_value" in tags else None,
+        "onnxruntime_version": tags.get("onnxruntime_version"),
+        "onnxruntime_local": onnxruntime.__version__,
+        "source_run_id": tags.get("source_run_id") or getattr(version, "run_id", None),
+        "promotion": tags.get("promotion"),
+        "state": tags.get(STATE_TAG),
+        "pulled_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def model_io(path: Path) -> dict:
+    """Inputs and outputs (name, shape with symbolic dims as strings, element type) and opsets."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {init.name for init in model.graph.initializer}
+    return {
+        "inputs": [_value_info(v) for v in model.graph.input if v.name not in initializers],
+        "outputs": [_value_info(v) for v in model.graph.output],
+        "opsets": {op.domain or "ai.onnx": op.version for op in model.opset_import},
+    }
+
+
+def _value_info(value: Any) -> dict:
+    import onnx
+
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":
+        return {"name": value.name, "shape": None, "elem_type": kind}
+    tensor = value.type.tensor_type
+    shape = None
+    if tensor.HasField("shape"):
+        shape = [
+            d.dim_param
+            if d.HasField("dim_param")
+            else d.dim_value
+            if d.HasField("dim_value")
+            else None
+            for d in tensor.shape.dim
+        ]
+    elem_type = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
+    return {"name": value.name, "shape": shape, "elem_type": elem_type}
+
+
+def _number(text: str) -> float | bool | str:
+    """A tag value as a JSON number where it is one (tags are strings, written with repr)."""
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return value if math.isfinite(value) else text  # NaN is not JSON
+
+
+def _numbers(tags: dict[str, str], prefix: str, strip: bool = False) -> dict:
+    return {
+        (key[len(prefix) :] if strip else key): _number(value)
+        for key, value in sorted(tags.items())
+        if key.startswith(prefix)
+    }
+
+
+# ---------------------------------------------------------------- verify
+
+
+def verify(tracking_uri: str, name: str) -> list[tuple[str, bool, str]]:
+    """Check every version's file against its sha256 tag: (version, ok, one-line message)."""
+    mlflow_client = client(tracking_uri)
+    model = _registered_model(mlflow_client, name)
+    holders: dict[str, list[str]] = {}
+    for alias, number in sorted((getattr(model, "aliases", {}) or {}).items()):
+        holders.setdefault(str(number), []).append(alias)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="onnxforge-verify-") as scratch:
+        for version in _all_versions(mlflow_client, name):
+            number = str(version.version)
+            held = f" [{', '.join(holders[number])}]" if number in holders else ""
+            try:
+                path = fetch_verified(mlflow_client, name, number, Path(scratch) / f"v{number}")
+            except IntegrityError as error:
+                results.append((number, False, f"{error}{held}"))
+                continue
+            path.unlink()  # one file at a time: a registry can be larger than the disk
+            sha = version.tags.get("sha256", "")
+            results.append((number, True, f"sha256 {sha[:16]} matches{held}"))
+    return results
+
+
+# ---------------------------------------------------------------- alias moves by hand
+
+
+def _check_promotable(mlflow_client: Any, version: Any, alias: str) -> None:
+    """Refuse a version that never finished registering, or whose file fails its sha256."""
+    name, number = version.name, str(version.version)
+    tags = dict(version.tags or {})
+    promotion, state = tags.get("promotion", ""), tags.get(STATE_TAG, "")
+    if promotion.startswith("incomplete") or state == "incomplete":
+        raise RefusedError(f"refusing to move {alias} to {name} v{number}: {promotion or state}")
+    if state == "pending" or promotion == "pending":
+        raise RefusedError(
+            f"refusing to move {alias} to {name} v{number}: still pending (its run has not "
+            "finished registering it; the next run of this model repairs a stopped one)"
+        )
+    status = str(getattr(version, "status", "READY"))
+    if status != "READY":
+        raise RefusedError(f"refusing to move {alias} to {name} v{number}: status {status}")
+    with tempfile.TemporaryDirectory(prefix="onnxforge-promote-") as scratch:
+        try:
+            fetch_verified(mlflow_client, name, number, Path(scratch))
+        except IntegrityError as error:
+            raise IntegrityError(f"refusing to move {alias}: {error}") from None
+
+
+def _record_on_version(mlflow_client: Any, version: Any, note: str) -> None:
+    """Append the by-hand move to the version's `promotion` tag (every alias decision about it)."""
+    earlier = dict(version.tags or {}).get("promotion", "")
+    text = f"{earlier} | {note}" if earlier else note
+    mlflow_client.set_model_version_tag(version.name, str(version.version), "promotion", text)
+
+
+def _move_checked(
+    mlflow_client: Any, name: str, version: str, alias: str, reason: str, by: str
+) -> dict:
+    """The checks, then the move and its records; a no-op when the alias is already there."""
+    target = _get_version(mlflow_client, name, version)
+    _check_promotable(mlflow_client, target, alias)
+    holder = current_version(mlflow_client, name, alias)
+    if holder is not None and str(holder.version) == str(version):
+        return {"alias": alias, "version": str(version), "previous": str(version), "moved": False}
+    previous = move_alias(mlflow_client, name, alias, str(version), reason, by)
+    _record_on_version(mlflow_client, target, f"{alias} moved by hand by {by}: {reason}")
+    return {"alias": alias, "version": str(version), "previous": previous, "moved": True}
+
+
+def promote(
+    tracking_uri: str,
+    name: str,
+    version: str,
+    alias: str = DEFAULT_ALIAS,
+    reason: str = "",
+    by: str | None = None,
+) -> dict:
+    """Move `alias` to `version` by hand: refused for a missing, incomplete or tampered version."""
+    check_alias(alias)
+    version = check_version(version)
+    if not reason.strip():
+        raise UsageError("--reason is required: say why the alias moves")
+    mlflow_client = client(tracking_uri)
+    return _move_checked(mlflow_client, name, version, alias, reason.strip(), by or default_actor())
+
+
+def rollback(
+    tracking_uri: str,
+    name: str,
+    alias: str = DEFAULT_ALIAS,
+    by: str | None = None,
+    reason: str | None = None,
+) -> dict:
+    """Move `alias` back to where it pointed before its last recorded move (same checks as promote)."""
+    check_alias(alias)
+    mlflow_client = client(tracking_uri)
+    _registered_model(mlflow_client, name)
+    events = alias_history(mlflow_client, name, alias)
+    if not events:
+        raise RefusedError(f"{name}@{alias} has no recorded moves; nothing to roll back")
+    last = events[-1]
+    holder = current_version(mlflow_client, name, alias)
+    now = str(holder.version) if holder is not None else None
+    if now != last.get("version"):
+        # Someone moved it outside onnxforge (MLflow UI, API): undoing "the last move" is ambiguous.
+        raise RefusedError(
+            f"{name}@{alias} points at v{now} but its last recorded move was to "
+            f"v{last.get('version')}; move it with `onnxforge promote`"
+        )
+    target = last.get("previous")
+    if not target:
+        raise RefusedError(
+            f"{name}@{alias}: its last move (to v{now} at {last.get('at')}) had no previous "
+            "version; nothing to roll back to"
+        )
+    why = (reason or "").strip() or f"rollback of {alias} from v{now}"
+    why += f" (undoes the move of {last.get('at')} by {last.get('by')}: {last.get('reason')})"
+    return _move_checked(mlflow_client, name, str(target), alias, why, by or default_actor())

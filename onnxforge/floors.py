@@ -1,0 +1,84 @@
+"""Quality floors: what a variant must clear before it may become champion at all.
+
+Parity only says a variant matches its source model; a model trained with learning_rate=1e6
+matches its own garbage. The floors hold the variant to the labels: the recipe's min_accuracy and
+max_rmse, and for every classifier a floor nobody has to configure: it must be significantly
+better than always predicting the training split's majority class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxforge.recipe import RegisterSpec
+from onnxforge.records import ParityResult
+
+
+def majority_share(y_train: np.ndarray, y_test: np.ndarray) -> tuple[int, float]:
+    """The training split's most frequent label (the smallest on a tie) and its share of the test
+    split: the accuracy of always predicting it."""
+    values, counts = np.unique(np.asarray(y_train), return_counts=True)
+    majority = values[int(counts.argmax())]
+    return int(majority), float((np.asarray(y_test) == majority).mean())
+
+
+def _majority_floor(
+    result: ParityResult, y_train: np.ndarray, y_test: np.ndarray, p_max: float
+) -> str | None:
+    """One-sided binomial test of the test hits against the majority-class share."""
+    from scipy.stats import binomtest
+
+    n = len(y_test)
+    k = int(round(result.accuracy * n))
+    majority, share = majority_share(y_train, y_test)
+    p_value = float(binomtest(k, n, share, alternative="greater").pvalue)
+    if p_value < p_max:
+        return None
+    return (
+        f"accuracy {result.accuracy:.4f} ({k}/{n}) is not significantly better than always "
+        f"predicting class {majority} ({share:.4f}; binomial p={p_value:.2g} >= {p_max:g})"
+    )
+
+
+def _configured_floors(register: RegisterSpec, result: ParityResult) -> list[str]:
+    """register.min_accuracy and register.max_rmse; a floor set but not measured is a reason."""
+    reasons = []
+    if register.min_accuracy is not None:
+        if result.accuracy is None:
+            reasons.append(
+                f"register.min_accuracy {register.min_accuracy:g} is set but no accuracy was "
+                "measured (the first output is not class scores)"
+            )
+        elif result.accuracy < register.min_accuracy:
+            reasons.append(
+                f"accuracy {result.accuracy:.4f} is below register.min_accuracy "
+                f"{register.min_accuracy:g}"
+            )
+    if register.max_rmse is not None:
+        if result.rmse is None:
+            reasons.append(
+                f"register.max_rmse {register.max_rmse:g} is set but no RMSE was measured "
+                "(it needs one value per sample and float labels)"
+            )
+        elif result.rmse > register.max_rmse:
+            reasons.append(
+                f"RMSE {result.rmse:.4g} is above register.max_rmse {register.max_rmse:g}"
+            )
+    return reasons
+
+
+def floor_failures(
+    register: RegisterSpec,
+    result: ParityResult,
+    y_train: np.ndarray | None,
+    y_test: np.ndarray | None,
+) -> list[str]:
+    """Why the variant is below a quality floor; empty when it clears every one (or there are
+    no labels, so nothing can be measured)."""
+    if y_test is None or len(y_test) == 0:
+        return []
+    reasons = _configured_floors(register, result)
+    if result.accuracy is not None and y_train is not None and len(y_train):
+        majority = _majority_floor(result, y_train, y_test, register.floor_p_value)
+        reasons += [majority] if majority else []
+    return reasons
