@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from onnxforge.errors import IntegrityError
+from onnxforge.errors import IntegrityError, Sha256Mismatch
 from onnxforge.records import sha256_of, write_atomically
 
 HISTORY_TAG_PREFIX = "onnxforge.alias_history."
@@ -111,6 +111,8 @@ def move_alias(
     """Point `alias` at `version`, append the move to its history; returns the previous version."""
     holder = current_version(mlflow_client, name, alias)
     previous = str(holder.version) if holder is not None else None
+    if previous == str(version):  # a retried move: nothing to do, nothing to record
+        return previous
     key = HISTORY_TAG_PREFIX + alias
     stored = (_model_tags(mlflow_client, name) or {}).get(key)
     events = _parse_history(key, stored) if stored else []  # refuse before moving anything
@@ -126,7 +128,14 @@ def move_alias(
     }
     # Written after the move: if this write fails, the caller sees the error (and the pipeline
     # puts the alias back); a history entry for a move that never happened would be worse.
-    mlflow_client.set_registered_model_tag(name, key, _fit([*events, event]))
+    try:
+        mlflow_client.set_registered_model_tag(name, key, _fit([*events, event]))
+    except Exception:
+        if previous is None:
+            mlflow_client.delete_registered_model_alias(name, alias)
+        else:
+            mlflow_client.set_registered_model_alias(name, alias, previous)
+        raise
     return previous
 
 
@@ -164,7 +173,8 @@ def fetch_verified(mlflow_client: Any, name: str, version: str, dst_dir: Path) -
         candidate = folder / MODEL_FILE
         actual = sha256_of(candidate) if candidate.is_file() else f"<no {MODEL_FILE}>"
         if not expected or actual != expected:
-            raise IntegrityError(
+            tampered = expected and candidate.is_file()
+            raise (Sha256Mismatch if tampered else IntegrityError)(
                 f"{name} v{version}: sha256 mismatch: expected {expected or '<no sha256 tag>'}, "
                 f"got {actual}"
             )
@@ -172,6 +182,20 @@ def fetch_verified(mlflow_client: Any, name: str, version: str, dst_dir: Path) -
         return write_atomically(
             Path(dst_dir) / MODEL_FILE, lambda temp: shutil.copyfile(candidate, temp)
         )
+
+
+def all_versions(mlflow_client: Any, name: str) -> list[Any]:
+    """Every version of `name`, all pages, oldest first (none for a missing model)."""
+    quote = '"' if "'" in name else "'"
+    versions, token = [], None
+    while True:
+        page = mlflow_client.search_model_versions(
+            filter_string=f"name={quote}{name}{quote}", page_token=token
+        )
+        versions.extend(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return sorted(versions, key=lambda v: int(v.version))
 
 
 def default_actor() -> str:

@@ -84,7 +84,8 @@ def plot_latency(rows: list[BenchResult], path: Path) -> Path:
         axes.plot(*zip(*points, strict=True), marker="o", label=f"{variant} / {provider}")
     axes.set(xlabel="batch size", ylabel="p50 latency (ms)", title="Latency by batch size")
     axes.set_xscale("log", base=2)
-    axes.legend(fontsize=8)
+    if series:  # a run where nothing measured still gets its (empty) plot, without a warning
+        axes.legend(fontsize=8)
     figure.tight_layout()
     write_atomically(path, lambda temp: figure.savefig(temp, format="png", dpi=100))
     plt.close(figure)

@@ -90,13 +90,10 @@ class Worker:
     def _read_reply(self, deadline: float, timeout_s: float) -> dict[str, Any]:
         stdout = self._process.stdout
         while True:
-            for line in self._buffer.splitlines(keepends=True):
-                if line.endswith("\n"):
-                    self._buffer = self._buffer[len(line) :]
-                    if line.startswith(MARKER):
-                        return json.loads(line[len(MARKER) :])
-                    continue
-                break
+            while "\n" in self._buffer:  # only '\n' ends a line: a library's '\r' must not
+                line, _, self._buffer = self._buffer.partition("\n")
+                if line.startswith(MARKER):
+                    return json.loads(line[len(MARKER) :])
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.close()
@@ -110,20 +107,26 @@ class Worker:
 
     def _gone(self) -> WorkerGone:
         code = self._process.wait(timeout=10)
+        how = f"killed by signal {-code}" if code < 0 else f"exited {code}"
+        return WorkerGone("crashed", f"worker {how}: {self._stderr_tail()}")
+
+    def _stderr_tail(self) -> str:
+        if self._stderr.closed:
+            return "no output"
         self._stderr.seek(0)
         tail = self._stderr.read().decode(errors="replace").strip().splitlines()[-1:]
-        how = f"killed by signal {-code}" if code < 0 else f"exited {code}"
-        return WorkerGone("crashed", f"worker {how}: {(tail or ['no output'])[0][:300]}")
+        return (tail or ["no output"])[0][:300]
 
     def close(self) -> None:
-        """End the process group (idempotent)."""
+        """End the process group and reap it (idempotent)."""
         if self._process.poll() is None:
             try:
                 os.killpg(self._process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             self._process.wait(timeout=10)
-        self._stderr.close()
+        if not self._stderr.closed:
+            self._stderr.close()
 
 
 def _base(contender: Contender, provider: str, spec: BenchmarkSpec) -> dict[str, Any]:
@@ -177,17 +180,22 @@ def _run_rounds(
                 status=reply.get("status", "unsupported"),
                 reason=reply["error"],
             )
+    gone: dict[str, tuple[str, str]] = {}  # workers that hung or died: no later batch size
     for size in spec.batch_sizes:
-        results.update(_rounds_for_batch(size, spec, workers, loaded))
+        results.update(_rounds_for_batch(size, spec, workers, loaded, gone))
     return [results[(c.label, s)] for c in contenders for s in spec.batch_sizes]
 
 
 def _rounds_for_batch(
-    size: int, spec: BenchmarkSpec, workers: dict[str, Worker], loaded: dict[str, dict[str, Any]]
+    size: int,
+    spec: BenchmarkSpec,
+    workers: dict[str, Worker],
+    loaded: dict[str, dict[str, Any]],
+    gone: dict[str, tuple[str, str]],
 ) -> dict[tuple[str, int], BenchResult]:
     timings: dict[str, list[float]] = {label: [] for label in workers}
     round_p50: dict[str, list[float]] = {label: [] for label in workers}
-    failed: dict[str, tuple[str, str]] = {}
+    failed: dict[str, tuple[str, str]] = dict(gone)
     peak: dict[str, float] = {}
     ask = {"batch_size": size, "iterations": spec.iterations, "time_budget_s": spec.time_budget_s}
     for round_index in range(spec.rounds):
@@ -196,8 +204,9 @@ def _rounds_for_batch(
         for label in live[shift:] + live[:shift]:  # rotate: nobody always goes first
             try:
                 reply = workers[label].ask(ask, SEGMENT_TIMEOUT_S)
-            except WorkerGone as gone:
-                failed[label] = (gone.status, str(gone))
+            except WorkerGone as error:
+                workers.pop(label).close()
+                failed[label] = gone[label] = (error.status, f"at bs{size}: {error}")
                 continue
             if not reply["ok"]:
                 failed[label] = ("unsupported", reply["error"])
@@ -207,7 +216,7 @@ def _rounds_for_batch(
             peak[label] = reply["peak_rss_increase_mb"]
             time.sleep(SETTLE_S)
     rows = {}
-    for label in workers:
+    for label in loaded:
         base = {k: v for k, v in loaded[label].items() if k != "session_ms"}
         if label in failed:
             status, reason = failed[label]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from onnxforge.aliases import current_version, fetch_verified
-from onnxforge.errors import IntegrityError
+from onnxforge.errors import IntegrityError, Sha256Mismatch
 from onnxforge.promotion import alias_targets
 from onnxforge.recipe import Recipe
 from onnxforge.records import ChampionRecord
@@ -41,7 +41,12 @@ def fetch_champions(recipe: Recipe, tracking_uri: str, work_dir: Path) -> list[C
                 mlflow_client, name, number, work_dir / "champions" / f"v{number}"
             )
         except IntegrityError as error:
-            records.append(ChampionRecord(**common, path=None, verified=False, reason=str(error)))
+            tampered = isinstance(error, Sha256Mismatch)
+            records.append(
+                ChampionRecord(
+                    **common, path=None, verified=False, tampered=tampered, reason=str(error)
+                )
+            )
             continue
         records.append(
             ChampionRecord(
@@ -57,7 +62,7 @@ def evaluate_champions(
     """Score each verified champion on this run's test split, against this run's source model."""
     from onnxforge.adapters import get_adapter
     from onnxforge.datasets import load_splits
-    from onnxforge.parity import compare_outputs
+    from onnxforge.parity import compare_outputs, parity_provider
     from onnxforge.runtime import make_session, run_batched
     from onnxforge.training import load_source_model
     from onnxforge.variants import EXACT, VARIANTS
@@ -73,8 +78,12 @@ def evaluate_champions(
         if champion.path is None:
             evaluated.append(champion)
             continue
+        provider = (
+            parity_provider(recipe, champion.variant) if champion.variant in VARIANTS else None
+        )
         try:
-            session = make_session(champion.path, "CPUExecutionProvider")
+            # where this run checks the same kind of variant (an fp16 champion needs a GPU)
+            session = make_session(champion.path, provider or "CPUExecutionProvider")
             outputs = run_batched(session, splits.x_test)
         except Exception as error:  # noqa: BLE001 - ORT refuses inputs of another shape or type
             # with several exception types; the champion is then not comparable, which is a result

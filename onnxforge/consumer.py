@@ -20,23 +20,25 @@ from typing import Any
 from onnxforge.aliases import (
     MODEL_FILE,
     alias_history,
+    all_versions,
     current_version,
     default_actor,
     fetch_verified,
     move_alias,
 )
 from onnxforge.errors import IntegrityError, RefusedError, UsageError
+from onnxforge.promotion import CHAMPION, provider_alias
 from onnxforge.providers import PROVIDERS
+from onnxforge.registration import STATE
 from onnxforge.tracking import client
 
-DEFAULT_ALIAS = "champion"
+DEFAULT_ALIAS = CHAMPION
 MANIFEST_FILE = "manifest.json"
 PULL_FILES = frozenset({MODEL_FILE, MANIFEST_FILE})
 # MLflow's alias rule (mlflow/utils/validation.py): alphanumerics, '_' and '-'; 'latest' and
 # 'v<N>' are reserved because `models:/NAME@latest` and version URIs mean something else.
 ALIAS_PATTERN = re.compile(r"^[\w-]+$")
 RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
-STATE_TAG = "onnxforge.state"
 
 
 # ---------------------------------------------------------------- arguments
@@ -44,7 +46,7 @@ STATE_TAG = "onnxforge.state"
 
 def parse_ref(ref: str, provider: str | None = None) -> tuple[str, str | None, str | None]:
     """NAME, NAME@ALIAS or NAME/VERSION -> (name, alias, version); exactly one of alias/version."""
-    short = provider_short(provider) if provider else None
+    by_provider = _provider_alias(provider) if provider else None
     if "/" in ref:  # MLflow model names cannot contain '/'
         name, _, version = ref.rpartition("/")
         if not version.isdigit() or int(version) < 1:
@@ -57,15 +59,15 @@ def parse_ref(ref: str, provider: str | None = None) -> tuple[str, str | None, s
     if not name:
         raise UsageError(f"{ref!r}: expected NAME, NAME@ALIAS or NAME/VERSION")
     if alias is None and version is None:
-        alias = f"{DEFAULT_ALIAS}-{short}" if short else DEFAULT_ALIAS
+        alias = by_provider or DEFAULT_ALIAS
     return name, alias, version
 
 
-def provider_short(provider: str) -> str:
-    """The provider's short name (champion-<short>); an unknown provider is a usage error."""
+def _provider_alias(provider: str) -> str:
+    """champion-<short> for a known provider; an unknown provider is a usage error."""
     if provider not in PROVIDERS:
         raise UsageError(f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}")
-    return PROVIDERS[provider].short
+    return provider_alias(provider)
 
 
 def check_alias(alias: str) -> str:
@@ -119,20 +121,6 @@ def _by_alias(mlflow_client: Any, name: str, alias: str) -> Any:
         return version
     held = sorted(getattr(_registered_model(mlflow_client, name), "aliases", {}) or {})
     raise RefusedError(f"{name} has no alias {alias!r} (aliases: {', '.join(held) or 'none'})")
-
-
-def _all_versions(mlflow_client: Any, name: str) -> list[Any]:
-    """Every version of `name`, all pages, oldest first."""
-    quote = '"' if "'" in name else "'"
-    versions, token = [], None
-    while True:
-        page = mlflow_client.search_model_versions(
-            filter_string=f"name={quote}{name}{quote}", page_token=token
-        )
-        versions.extend(page)
-        token = getattr(page, "token", None)
-        if not token:
-            return sorted(versions, key=lambda v: int(v.version))
 
 
 # ---------------------------------------------------------------- pull
@@ -241,7 +229,7 @@ def build_manifest(
         "onnxruntime_local": onnxruntime.__version__,
         "source_run_id": tags.get("source_run_id") or getattr(version, "run_id", None),
         "promotion": tags.get("promotion"),
-        "state": tags.get(STATE_TAG),
+        "state": tags.get(STATE),
         "pulled_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -311,7 +299,7 @@ def verify(tracking_uri: str, name: str) -> list[tuple[str, bool, str]]:
         holders.setdefault(str(number), []).append(alias)
     results = []
     with tempfile.TemporaryDirectory(prefix="onnxforge-verify-") as scratch:
-        for version in _all_versions(mlflow_client, name):
+        for version in all_versions(mlflow_client, name):
             number = str(version.version)
             held = f" [{', '.join(holders[number])}]" if number in holders else ""
             try:
@@ -332,7 +320,7 @@ def _check_promotable(mlflow_client: Any, version: Any, alias: str) -> None:
     """Refuse a version that never finished registering, or whose file fails its sha256."""
     name, number = version.name, str(version.version)
     tags = dict(version.tags or {})
-    promotion, state = tags.get("promotion", ""), tags.get(STATE_TAG, "")
+    promotion, state = tags.get("promotion", ""), tags.get(STATE, "")
     if promotion.startswith("incomplete") or state == "incomplete":
         raise RefusedError(f"refusing to move {alias} to {name} v{number}: {promotion or state}")
     if state == "pending" or promotion == "pending":

@@ -21,6 +21,10 @@ class IntegrityError(OnnxforgeError):
     """A registered file does not match the sha256 its version records (or nothing is recorded)."""
 
 
+class Sha256Mismatch(IntegrityError):
+    """The file exists and its version records a sha256, and they differ: the file was changed."""
+
+
 class RefusedError(OnnxforgeError):
     """A registry operation was refused: what is missing or unsafe is named in one line."""
 

@@ -78,6 +78,10 @@ def floor_failures(
     if y_test is None or len(y_test) == 0:
         return []
     reasons = _configured_floors(register, result)
+    if result.accuracy is None and result.rmse is None:
+        # e.g. a single-logit binary classifier: labels exist, but no quality number could be
+        # computed for this output shape, so nothing shows the model learned anything
+        reasons.append("the test split has labels but neither accuracy nor RMSE could be measured")
     if result.accuracy is not None and y_train is not None and len(y_train):
         majority = _majority_floor(result, y_train, y_test, register.floor_p_value)
         reasons += [majority] if majority else []

@@ -6,6 +6,8 @@ interleaved rounds as this run's variants; nothing measured in another run decid
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from onnxforge.metrics import objective_key, provider_short
 from onnxforge.recipe import Recipe
 from onnxforge.records import (
@@ -42,7 +44,7 @@ def best_per_provider(
     objective = recipe.registry.objective
     passed = {p.variant for p in parity if p.passed}
     sizes = {a.variant: float(a.size_bytes) for a in artifacts}
-    best: dict[str, tuple[str, float]] = {}
+    ranked: dict[str, list[tuple[bool, float, str]]] = defaultdict(list)
     for row in bench:
         if row.source != "run" or row.status != "ok" or row.variant not in passed:
             continue
@@ -52,9 +54,9 @@ def best_per_provider(
             value = float(getattr(row, objective.metric))
         else:
             continue
-        if row.provider not in best or value < best[row.provider][1]:
-            best[row.provider] = (row.variant, value)
-    return best
+        ranked[row.provider].append((row.noisy, value, row.variant))
+    # a noisy row is chosen only when every row on that provider is noisy
+    return {provider: (min(rows)[2], min(rows)[1]) for provider, rows in ranked.items()}
 
 
 def _rows(
@@ -144,8 +146,13 @@ def decide(
         return False, "below a quality floor: " + "; ".join(floors)
     if holder is None:
         return True, "no champion yet"
-    if not holder.verified:
+    if holder.tampered:  # a changed file must not stay champion
         return True, f"champion v{holder.version} failed verification ({holder.reason})"
+    if not holder.verified:
+        return (
+            False,
+            f"champion v{holder.version} cannot be verified ({holder.reason}); promote by hand",
+        )
     if holder.sha256 == candidate.sha256:
         return False, f"identical to champion v{holder.version} (same sha256)"
     if holder.evaluation is None:

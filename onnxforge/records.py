@@ -160,6 +160,7 @@ class ChampionRecord(Record):
     sha256: str
     path: str | None  # the verified file; None when it could not be fetched or verified
     verified: bool
+    tampered: bool = False  # its file differs from the sha256 its version records
     size_bytes: int | None = None
     reason: str = ""  # why it is not verified, or why it could not be evaluated
     evaluation: ParityResult | None = None  # on this run's test split

@@ -12,10 +12,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from onnxforge.aliases import current_version, move_alias
+from onnxforge.aliases import all_versions, current_version, move_alias
+from onnxforge.errors import RefusedError
+from onnxforge.metrics import provider_short
 from onnxforge.promotion import CHALLENGER
 from onnxforge.recipe import Recipe
-from onnxforge.records import AliasDecision, Registration
+from onnxforge.records import (
+    AliasDecision,
+    BenchResult,
+    ModelArtifact,
+    ParityResult,
+    Registration,
+    TrainResult,
+)
+from onnxforge.registry import version_tags
 from onnxforge.tracking import RunContext, client
 
 STATE = "onnxforge.state"
@@ -25,18 +35,33 @@ PENDING, DONE, INCOMPLETE = "pending", "done", "incomplete"
 DESCRIPTION_LIMIT = 5000
 
 
-def _versions(mlflow_client: Any, name: str) -> list[Any]:
-    return list(mlflow_client.search_model_versions(f"name='{name}'"))
+def _held_aliases(mlflow_client: Any, name: str) -> dict[str, list[str]]:
+    """version -> the aliases pointing at it (search results carry no aliases: MLflow's SQL
+    store fills them in only on the registered model)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliases = mlflow_client.get_registered_model(name).aliases
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+    held: dict[str, list[str]] = {}
+    for alias, version in sorted(aliases.items()):
+        held.setdefault(str(version), []).append(alias)
+    return held
 
 
 def repair_half_done(mlflow_client: Any, name: str, run_id: str) -> list[str]:
     """Finish or mark the pending versions that other, stopped runs left behind."""
     notes = []
-    for version in _versions(mlflow_client, name):
+    versions = all_versions(mlflow_client, name)
+    aliases = _held_aliases(mlflow_client, name) if versions else {}
+    for version in versions:
         tags = version.tags
         if tags.get(STATE) != PENDING or tags.get("source_run_id") == run_id:
             continue
-        held = list(getattr(version, "aliases", []) or [])
+        held = aliases.get(str(version.version), [])
         if held:
             state = DONE
             note = f"finished by run {run_id}: run {tags.get('source_run_id')} moved {', '.join(held)} and stopped"
@@ -52,6 +77,42 @@ def repair_half_done(mlflow_client: Any, name: str, run_id: str) -> list[str]:
     return notes
 
 
+def candidate_tags(
+    recipe: Recipe,
+    context: RunContext,
+    trained: TrainResult,
+    artifacts: list[ModelArtifact],
+    parity: list[ParityResult],
+    bench: list[BenchResult],
+    decisions: list[AliasDecision],
+    floors: dict[str, list[str]],
+) -> dict[str, dict[str, str]]:
+    """variant -> the tags of its version, for every variant some alias decision is about."""
+    by_variant = {a.variant: a for a in artifacts}
+    parity_by_variant = {p.variant: p for p in parity}
+    best = {
+        f"best.{provider_short(d.provider)}": d.variant
+        for d in decisions
+        if d.variant and d.alias.startswith("champion-")
+    }
+    tags_for: dict[str, dict[str, str]] = {}
+    for variant in dict.fromkeys(d.variant for d in decisions if d.variant):
+        tags = version_tags(
+            recipe,
+            context,
+            by_variant[variant],
+            parity_by_variant[variant],
+            bench,
+            trained.dataset_hash,
+        )
+        chosen_for = [d.provider for d in decisions if d.variant == variant]
+        tags["provider"] = ",".join(dict.fromkeys(chosen_for))
+        tags["floors"] = "; ".join(floors.get(variant, [])) or "passed"
+        tags["checkpoint_sha256"] = trained.checkpoint_sha256
+        tags_for[variant] = {**tags, **best}
+    return tags_for
+
+
 def register_versions(
     name: str, context: RunContext, model_ids: dict[str, str], tags_for: dict[str, dict[str, str]]
 ) -> dict[str, str]:
@@ -61,7 +122,7 @@ def register_versions(
     mlflow_client = client(context.tracking_uri)
     mine = {
         v.tags.get("variant"): str(v.version)
-        for v in _versions(mlflow_client, name)
+        for v in all_versions(mlflow_client, name)
         if v.tags.get("source_run_id") == context.run_id
     }
     versions = {}
@@ -108,6 +169,7 @@ def registration_record(
     champion = decisions[0]
     if champion.variant is None or not recipe.registry.enabled:
         reason = champion.reason if champion.variant is None else "register.enabled is false"
+        # other providers' candidates may still be registered (champion-<provider>)
         return Registration(
             model_name=name,
             version=None,
@@ -116,6 +178,7 @@ def registration_record(
             champion_moved=False,
             reason=reason,
             decisions=tuple(decisions),
+            versions=versions,
         )
     return Registration(
         model_name=name,
@@ -168,6 +231,7 @@ def _move_aliases(
     try:
         for decision in registration.decisions:
             if decision.move and decision.version is not None:
+                _still_held_by(mlflow_client, name, decision)
                 previous = move_alias(
                     mlflow_client,
                     name,
@@ -187,3 +251,16 @@ def _move_aliases(
                 move_alias(mlflow_client, name, alias, previous, undo, by, run_id)
         raise
     return [alias for alias, _ in moved]
+
+
+def _still_held_by(mlflow_client: Any, name: str, decision: AliasDecision) -> None:
+    """Refuse to overwrite an alias that someone moved by hand after the locked re-check."""
+    if decision.alias == CHALLENGER:
+        return
+    holder = current_version(mlflow_client, name, decision.alias)
+    now = str(holder.version) if holder is not None else None
+    if now not in (decision.against, decision.version):
+        raise RefusedError(
+            f"{name}@{decision.alias} moved to v{now} during this run's registration "
+            f"(this run decided against v{decision.against}); not overwriting it"
+        )

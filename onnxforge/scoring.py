@@ -47,9 +47,14 @@ def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def agreement(reference: np.ndarray, output: np.ndarray) -> float:
-    """Share of samples where both top-1s are unique and equal."""
+    """Share of samples, among those where the source's top-1 is unique, where the variant's
+    top-1 is unique and equal (a source tie has no answer to agree with; a variant tie never
+    agrees). A source that ties everywhere gives 0.0 (and is degenerate anyway)."""
     expected, got = top1(reference), top1(output)
-    return float(((expected == got) & (expected >= 0)).mean())
+    decided = expected >= 0
+    if not decided.any():
+        return 0.0
+    return float((expected[decided] == got[decided]).mean())
 
 
 def mae_rmse(values: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

@@ -11,7 +11,6 @@ from prefect.cache_policies import NO_CACHE
 from onnxforge.datasets import load_splits
 from onnxforge.floors import floor_failures
 from onnxforge.inputs import take
-from onnxforge.metrics import provider_short
 from onnxforge.promotion import propose
 from onnxforge.recipe import Recipe
 from onnxforge.records import (
@@ -24,13 +23,14 @@ from onnxforge.records import (
     TrainResult,
 )
 from onnxforge.registration import (
+    candidate_tags,
     finalize,
     recheck,
     register_versions,
     registration_record,
     repair_half_done,
 )
-from onnxforge.registry import log_variant_models, version_tags
+from onnxforge.registry import log_variant_models
 from onnxforge.tracking import RunContext, client
 
 MLFLOW_RETRIES = {"retries": 2, "retry_delay_seconds": [5, 15]}
@@ -127,50 +127,24 @@ def register(
     (state pending). Aliases do not move here."""
     decisions, floors = proposal
     name = recipe.registry.model_name
+    if not recipe.registry.enabled:
+        return registration_record(recipe, decisions, {}, model_ids, floors)
     logger = get_run_logger()
     mlflow_client = client(context.tracking_uri)
     for note in repair_half_done(mlflow_client, name, context.run_id):
         logger.warning("repaired %s %s", name, note)
     decisions = recheck(mlflow_client, name, decisions)
-    if not recipe.registry.enabled:
-        return registration_record(recipe, decisions, {}, model_ids, floors)
-    by_variant = {a.variant: a for a in artifacts}
-    parity_by_variant = {p.variant: p for p in parity}
-    tags_for = {}
-    for decision in decisions:
-        if decision.variant is None or decision.variant in tags_for:
-            continue
-        variant = decision.variant
-        tags = version_tags(
-            recipe,
-            context,
-            by_variant[variant],
-            parity_by_variant[variant],
-            bench,
-            trained.dataset_hash,
-        )
-        chosen_for = [d.provider for d in decisions if d.variant == variant]
-        tags["provider"] = ",".join(dict.fromkeys(chosen_for))
-        tags["floors"] = "; ".join(floors.get(variant, [])) or "passed"
-        tags["checkpoint_sha256"] = trained.checkpoint_sha256
-        tags.update(
-            {
-                f"best.{provider_short(d.provider)}": d.variant
-                for d in decisions
-                if d.variant and d.alias.startswith("champion-")
-            }
-        )
-        tags_for[variant] = tags
+    tags_for = candidate_tags(recipe, context, trained, artifacts, parity, bench, decisions, floors)
+    logger.info("registering %s: %s", name, ", ".join(tags_for) or "nothing")
     versions = register_versions(name, context, model_ids, tags_for)
-    registration = registration_record(recipe, decisions, versions, model_ids, floors)
     logger.info("registered %s versions %s (pending until the aliases move)", name, versions)
-    return registration
+    return registration_record(recipe, decisions, versions, model_ids, floors)
 
 
 @task(name="promote", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
 def promote(registration: Registration, summary: str, context: RunContext) -> list[str]:
     """The last write of the run: promotion tags and descriptions, then the aliases."""
-    if registration.version is None:
+    if not registration.versions:
         return []
     moved = finalize(context, registration, summary, by=f"onnxforge run {context.run_id}")
     get_run_logger().info("aliases moved on %s: %s", registration.model_name, moved or "none")

@@ -10,6 +10,7 @@ import socketserver
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -183,14 +184,57 @@ def test_faults_fail_closed_and_a_half_done_version_is_repaired(
         name, context, {first.variant: first.model_id}, {first.variant: tags}
     )[first.variant]
     assert _versions(uri, name)[half_done]["onnxforge.state"] == "pending"
+    # ... and one that died after moving an alias, before marking itself done.
+    other = client.create_run(crashed.info.experiment_id)
+    client.set_terminated(other.info.run_id, "FAILED")
+    moved_then_died = register_versions(
+        name,
+        context.model_copy(update={"run_id": other.info.run_id}),
+        {first.variant: first.model_id},
+        {first.variant: {**tags, "source_run_id": other.info.run_id}},
+    )[first.variant]
+    client.set_registered_model_alias(name, "canary", moved_then_died)
 
     third = onnx_pipeline(recipe_path=str(DEFAULT_RECIPE), overrides=overrides)
     repaired = _versions(uri, name)[half_done]
     assert repaired["onnxforge.state"] == "incomplete"
     assert repaired["promotion"].startswith(f"incomplete: run {crashed.info.run_id} stopped")
     assert half_done not in _aliases(uri, name).values()
+    finished = _versions(uri, name)[moved_then_died]
+    assert finished["onnxforge.state"] == "done"
+    assert finished["promotion"].startswith(f"finished by run {third_run_id(uri, name)}")
     # The third run measured itself against the champion it fetched and verified, in its rounds.
     assert f"champion v{first.version}" in third.reason, third.reason
+
+
+def third_run_id(uri: str, name: str) -> str:
+    """The source run of the newest version: the run that did the repair."""
+    newest = max(_versions(uri, name).items(), key=lambda item: int(item[0]))
+    return newest[1]["source_run_id"]
+
+
+def test_the_registry_lock_admits_one_run_at_a_time(prefect_harness: None) -> None:
+    from prefect.client.orchestration import get_client
+
+    from tasks.register import lock_name, registry_lock
+
+    spans: list[tuple[float, float]] = []
+
+    def hold() -> None:
+        with registry_lock("digits-lock", timeout_s=60):
+            entered = time.monotonic()
+            time.sleep(1.5)
+            spans.append((entered, time.monotonic()))
+
+    threads = [threading.Thread(target=hold) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    first, second = sorted(spans)
+    assert second[0] >= first[1]  # the second entered only after the first left
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(lock_name("digits-lock")).limit == 1
 
 
 def test_a_learning_rate_of_1e6_never_becomes_champion(
@@ -212,3 +256,26 @@ def test_a_learning_rate_of_1e6_never_becomes_champion(
     if registration.version is not None:  # registered as challenger, with the floor's reason
         tags = _versions(mlflow_store, name)[registration.version]
         assert tags["floors"] != "passed" and "below a quality floor" in tags["promotion"]
+
+
+def test_a_model_that_learned_nothing_is_challenger_with_the_floor_as_reason(
+    prefect_harness: None, mlflow_store: str
+) -> None:
+    """Finite, varying outputs (parity passes) but chance accuracy: only the floor stops it."""
+    from flows.onnx_pipeline import onnx_pipeline
+
+    name = "digits-untrained"
+    registration = onnx_pipeline(
+        recipe_path=str(DEFAULT_RECIPE),
+        overrides={
+            **FAST,
+            "register.model_name": name,
+            "train.epochs": "1",
+            "train.learning_rate": "1e-9",
+        },
+    )
+    assert registration.version is not None and not registration.champion_moved
+    assert "not significantly better than always predicting class" in registration.reason
+    tags = _versions(mlflow_store, name)[registration.version]
+    assert "binomial p=" in tags["floors"]
+    assert _aliases(mlflow_store, name) == {"challenger": registration.version}

@@ -108,6 +108,40 @@ def test_a_hanging_worker_times_out_and_a_crashing_one_is_crashed(
     assert "killed by signal 9" in rows[0].reason
 
 
+def test_a_worker_that_hangs_mid_rounds_is_killed_and_every_batch_size_says_so(
+    tmp_path: Path, features: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxforge.benchmark as benchmark
+
+    model = _matmul_model(tmp_path / "m.onnx", 8)
+    # Loads (answers the protocol's first request), then never answers a measurement.
+    body = (
+        "import sys, json, time; sys.stdin.readline(); "
+        "print('\\n@@onnxforge-bench ' + json.dumps({'ok': True, 'session_ms': 1.0}), flush=True); "
+        "sys.stdin.readline(); time.sleep(600)"
+    )
+    monkeypatch.setattr(benchmark, "SEGMENT_TIMEOUT_S", 2)
+    monkeypatch.setattr(benchmark, "WORKER_COMMAND", (sys.executable, "-c", body))
+    rows = measure_interleaved(
+        [_contender("m", model, features)], "CPUExecutionProvider", SPEC, tmp_path / "l"
+    )
+    assert [(r.batch_size, r.status) for r in rows] == [(1, "timeout"), (4, "timeout")]
+    assert all(r.reason.startswith("at bs1: no answer within 2 s") for r in rows)
+
+
+def test_rows_whose_rounds_disagree_beyond_max_cv_are_flagged_noisy(
+    tmp_path: Path, features: Path
+) -> None:
+    model = _matmul_model(tmp_path / "m.onnx", 8)
+    strict = SPEC.model_copy(update={"max_cv": 1e-9, "batch_sizes": [1]})
+    lenient = SPEC.model_copy(update={"max_cv": 1e9, "batch_sizes": [1]})
+    for spec, noisy in ((strict, True), (lenient, False)):
+        (row,) = measure_interleaved(
+            [_contender("m", model, features, spec)], "CPUExecutionProvider", spec, tmp_path / "l"
+        )
+        assert row.noisy is noisy and row.round_cv is not None and row.round_cv >= 0
+
+
 def test_framework_baseline_joins_the_rounds_and_gives_interval_speedups(
     tmp_path: Path,
 ) -> None:

@@ -60,7 +60,15 @@ def test_max_rmse_is_a_ceiling() -> None:
     ]
     assert floor_failures(register, scored(rmse=0.3), y, y) == []
     unmeasured = floor_failures(register, scored(), y, y)
-    assert len(unmeasured) == 1 and "no RMSE was measured" in unmeasured[0]
+    assert len(unmeasured) == 2 and "no RMSE was measured" in unmeasured[0]
+
+
+def test_labels_with_no_measurable_quality_never_clear_the_floors() -> None:
+    # e.g. a single-logit binary classifier: (N, 1) outputs and integer labels
+    labels = np.array([0, 1] * 30)
+    assert floor_failures(REGISTER, scored(), labels, labels) == [
+        "the test split has labels but neither accuracy nor RMSE could be measured"
+    ]
 
 
 def test_without_labels_there_is_nothing_to_measure() -> None:

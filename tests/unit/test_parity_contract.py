@@ -91,7 +91,10 @@ def test_a_constant_source_and_variant_never_agree() -> None:
 def test_ties_are_neither_agreement_nor_accuracy() -> None:
     scores = np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 1.0], [3.0, 0.0, 3.0], [np.nan, 0.0, 1.0]])
     assert top1(scores).tolist() == [-1, 1, -1, -1]
-    assert agreement(scores, scores) == 0.25
+    # a source tie has no answer to agree with: only the one decided sample counts
+    assert agreement(scores, scores) == 1.0
+    assert agreement(np.array([[0.0, 2.0, 1.0]]), np.array([[1.0, 1.0, 0.0]])) == 0.0
+    assert agreement(np.zeros((3, 4)), np.zeros((3, 4))) == 0.0  # nothing decided
     assert _accuracy(scores, np.array([0, 1, 0, 0])) == 0.25
     tied_variant = np.array([[1.0, 0.5, 0.0], [0.0, 2.0, 2.0]])
     reference = np.array([[1.0, 0.5, 0.0], [0.0, 2.0, 1.0]])

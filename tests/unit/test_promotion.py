@@ -114,10 +114,25 @@ def test_the_same_file_is_not_a_new_champion(digits_recipe) -> None:
     assert not move and reason == "identical to champion v3 (same sha256)"
 
 
-def test_a_champion_that_fails_verification_is_replaced(digits_recipe) -> None:
-    broken = champion(verified=False, path=None, reason="sha256 mismatch")
+def test_a_tampered_champion_is_replaced(digits_recipe) -> None:
+    broken = champion(verified=False, tampered=True, path=None, reason="sha256 mismatch")
     move, reason = decide(digits_recipe, CPU, artifact(), passed(), [], broken, [])
     assert move and "failed verification (sha256 mismatch)" in reason
+
+
+def test_a_champion_with_no_sha256_to_check_needs_a_human(digits_recipe) -> None:
+    unknown = champion(verified=False, path=None, reason="expected <no sha256 tag>")
+    move, reason = decide(digits_recipe, CPU, artifact(), passed(), [], unknown, [])
+    assert not move and reason.endswith("promote by hand")
+
+
+def test_a_noisy_row_never_picks_the_candidate_over_a_calm_one(digits_recipe) -> None:
+    from onnxforge.promotion import best_per_provider
+
+    bench = [row("simplified", "run", SLOW), row("int8-dynamic", "run", FAST, noisy=True)]
+    parity = [passed("simplified"), passed("int8-dynamic")]
+    artifacts = [artifact("simplified"), artifact("int8-dynamic")]
+    assert best_per_provider(digits_recipe, artifacts, parity, bench)[CPU][0] == "simplified"
 
 
 def test_a_champion_that_cannot_run_on_this_data_needs_a_human(digits_recipe) -> None:
