@@ -166,6 +166,9 @@ def registration_record(
     """What was registered, and every alias decision with its version filled in."""
     name = recipe.registry.model_name
     decisions = [d.model_copy(update={"version": versions.get(d.variant or "")}) for d in decisions]
+    if not recipe.registry.enabled:
+        disabled = {"move": False, "reason": "register.enabled is false"}
+        decisions = [d.model_copy(update=disabled) for d in decisions]
     champion = decisions[0]
     if champion.variant is None or not recipe.registry.enabled:
         reason = champion.reason if champion.variant is None else "register.enabled is false"
