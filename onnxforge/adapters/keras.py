@@ -2,7 +2,8 @@
 
 TensorFlow is imported only inside these methods, so a PyTorch recipe never loads it.
 Export goes through `tf2onnx.convert.from_function` over a `tf.function` with an input signature:
-`tf2onnx.convert.from_keras` fails on Keras 3 Sequential models (STACK.md), this path converts
+`tf2onnx.convert.from_keras` fails on Keras 3 Sequential models (tf2onnx 1.17, Keras 3.15:
+`KeyError: 'keras_tensor_N'`); this path converts
 Sequential and Functional models alike.
 """
 

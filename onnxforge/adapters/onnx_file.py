@@ -2,7 +2,8 @@
 
 The "source model" is the user's file run on ONNX Runtime's CPU provider: parity is measured
 against it and it is the benchmark baseline. External data next to the file is folded into the
-pipeline's own copy, so later stages never lose it (STACK.md).
+pipeline's own copy, so later stages never lose it (tools that copy the .onnx alone, such as
+`quant_pre_process`, fail on a model whose `.onnx.data` stayed behind).
 """
 
 from __future__ import annotations

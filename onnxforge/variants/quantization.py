@@ -31,7 +31,7 @@ def pre_process(source: Path, target: Path) -> str:
         with contextlib.chdir(target.parent):
             quant_pre_process(str(source.resolve()), str(target.resolve()))
         return "pre-processed"
-    except Exception as error:  # noqa: BLE001 - STACK.md: 'Incomplete symbolic shape inference'
+    except Exception as error:  # noqa: BLE001 - e.g. 'Incomplete symbolic shape inference' on a TransformerEncoder export
         quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
         return f"pre-processed without symbolic shape inference ({str(error)[:120]})"
 
