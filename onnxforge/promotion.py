@@ -192,29 +192,19 @@ def propose(
     for alias, provider in alias_targets(recipe):
         holder = next((c for c in champions if alias in c.aliases), None)
         against = holder.version if holder else None
-        if provider not in best:
-            reason = f"no variant passed parity and was measured on {provider}"
-            decisions.append(
-                AliasDecision(
-                    alias=alias,
-                    provider=provider,
-                    variant=None,
-                    against=against,
-                    move=False,
-                    reason=reason,
-                )
+        variant = best[provider][0] if provider in best else None
+        if variant is None:
+            move, reason = False, f"no variant passed parity and was measured on {provider}"
+        else:
+            move, reason = decide(
+                recipe,
+                provider,
+                by_variant[variant],
+                parity_by_variant[variant],
+                floors.get(variant, []),
+                holder,
+                bench,
             )
-            continue
-        variant = best[provider][0]
-        move, reason = decide(
-            recipe,
-            provider,
-            by_variant[variant],
-            parity_by_variant[variant],
-            floors.get(variant, []),
-            holder,
-            bench,
-        )
         decisions.append(
             AliasDecision(
                 alias=alias,

@@ -171,7 +171,6 @@ def registration_record(
         decisions = [d.model_copy(update=disabled) for d in decisions]
     champion = decisions[0]
     if champion.variant is None or not recipe.registry.enabled:
-        reason = champion.reason if champion.variant is None else "register.enabled is false"
         # other providers' candidates may still be registered (champion-<provider>)
         return Registration(
             model_name=name,
@@ -179,7 +178,7 @@ def registration_record(
             variant=None,
             model_id=None,
             champion_moved=False,
-            reason=reason,
+            reason=champion.reason,
             decisions=tuple(decisions),
             versions=versions,
         )
