@@ -98,6 +98,12 @@ def _load_table(spec: Any) -> tuple[np.ndarray, np.ndarray]:
                 f"dataset.{field}: {spec.path} has no column {missing[0]!r} "
                 f"(it has {', '.join(map(str, table.columns))})"
             )
+    for column in spec.features:
+        if not pd.api.types.is_numeric_dtype(table[column]):
+            raise RecipeError(
+                f"dataset.features: {spec.path} column {column!r} holds {table[column].dtype} "
+                "values; expected numbers"
+            )
     return table[spec.features].to_numpy(), table[spec.label].to_numpy()
 
 
@@ -134,15 +140,17 @@ def load_splits(spec: Any) -> Splits:
     """Load the recipe's dataset and cut it into seeded, stratified splits."""
     from sklearn.model_selection import train_test_split
 
-    features, labels = LOADERS[spec.source](spec)
-    features = (
-        {name: _normalise(np.asarray(array), spec) for name, array in features.items()}
-        if isinstance(features, dict)
-        else _normalise(np.asarray(features), spec)
-    )
+    with np.errstate(over="ignore"):  # an overflow to inf is refused by check_features below
+        features, labels = LOADERS[spec.source](spec)
+        features = (
+            {name: _normalise(np.asarray(array), spec) for name, array in features.items()}
+            if isinstance(features, dict)
+            else _normalise(np.asarray(features), spec)
+        )
+    check_features(features, spec)
     index = np.arange(count(features))
     if labels is not None:
-        labels = np.asarray(labels, dtype=np.int64)
+        labels = checked_labels(labels, spec)
     rest, test = train_test_split(
         index, test_size=spec.test_fraction, random_state=spec.seed, stratify=labels
     )
@@ -177,3 +185,66 @@ def _normalise(features: np.ndarray, spec: Any) -> np.ndarray:
     if getattr(spec, "sample_shape", None):
         features = features.reshape((len(features), *spec.sample_shape))
     return features
+
+
+def _feature_source(spec: Any, name: str | None, position: np.ndarray, shape: tuple) -> str:
+    """Where a feature value came from: the file and array or column, or the generator."""
+    if spec.source in ("csv", "parquet"):  # (rows, columns), maybe reshaped to sample_shape
+        flat = int(np.ravel_multi_index(tuple(position[1:]), shape[1:])) if len(shape) > 1 else 0
+        return f"{spec.path} column {spec.features[flat]!r}"
+    if spec.source == "npz":
+        return f"{spec.path} array {name or spec.features!r}"
+    if spec.source == "synthetic":
+        return f"synthetic input {name or spec.inputs[0].name!r} (check its low/high and dtype)"
+    if spec.source == "sklearn":
+        return f"scikit-learn dataset {spec.name!r}"
+    return f"generated task {spec.task!r}"
+
+
+def check_features(features: Features, spec: Any) -> None:
+    """Refuse NaN or infinite feature values (after scaling), naming the file and array/column."""
+    arrays = features.items() if isinstance(features, dict) else [(None, features)]
+    for name, array in arrays:
+        if array.dtype.kind not in "fc":
+            continue
+        bad = ~np.isfinite(array)
+        if not bad.any():
+            continue
+        position = np.argwhere(bad)[0]
+        what = "NaN" if np.isnan(array[tuple(position)]) else "an infinite value"
+        rows = int(bad.reshape(len(bad), -1).any(axis=1).sum())
+        field = "dataset.inputs" if spec.source == "synthetic" else "dataset.features"
+        raise RecipeError(
+            f"{field}: {_feature_source(spec, name, position, array.shape)} has {what} at "
+            f"sample {int(position[0])} ({rows} sample(s) in all); expected finite numbers"
+        )
+
+
+def checked_labels(labels: Any, spec: Any) -> np.ndarray:
+    """Class ids as int64; NaN, infinite, fractional, negative or non-numeric labels refused."""
+    raw = np.asarray(labels)
+    if spec.source == "npz":
+        field, where = "dataset.labels", f"{spec.path} array {spec.labels!r}"
+    elif spec.source in ("csv", "parquet"):
+        field, where = "dataset.label", f"{spec.path} column {spec.label!r}"
+    else:
+        field, where = "dataset", "the labels"
+    expected = "expected integer class ids 0, 1, 2, ..."
+    if raw.dtype.kind not in "iubf":
+        raise RecipeError(f"{field}: {where} holds {raw.dtype} values; {expected}")
+    with np.errstate(invalid="ignore"):  # NaN compares False; it is caught first anyway
+        checks = [(raw < 0, "a negative label")]
+        if raw.dtype.kind == "f":
+            checks = [
+                (~np.isfinite(raw), "a NaN or infinite label"),
+                (raw != np.round(raw), "a fractional label"),
+                *checks,
+            ]
+    for bad, what in checks:
+        if bad.any():
+            sample = int(np.argwhere(bad)[0][0])
+            value = raw.reshape(len(raw), -1)[sample][0].item()
+            raise RecipeError(
+                f"{field}: {where} has {what} ({value!r}) at sample {sample}; {expected}"
+            )
+    return raw.astype(np.int64)

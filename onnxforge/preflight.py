@@ -1,58 +1,184 @@
-"""Checks that need the data or the model, run before any training: bad input fails fast."""
+"""Checks that need the data, the model or the machine, run before any training: bad input
+fails fast.
+
+`onnxforge run` checks in the CLI and again in the flow's validate-recipe task; the second check
+in the same process skips the data and model part for inputs that already passed (a deployment
+run, in its own process, gets the whole check in the task).
+"""
 
 from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
 
 from onnxforge.adapters import get_adapter
 from onnxforge.datasets import load_splits
 from onnxforge.errors import RecipeError
 from onnxforge.inputs import describe, take
-from onnxforge.recipe import Recipe, load_recipe
+from onnxforge.recipe import Recipe, field_location, load_recipe
+from onnxforge.recipe_yaml import leading_field
+from onnxforge.scoring import is_class_scores
+from onnxforge.tracking import STATE_ENV, state_dir
+from onnxforge.trust import allowed_modules
+
+_PASSED: set[str] = set()  # data-and-model checks that passed in this process (see _passed_key)
 
 
-def preflight(recipe: Recipe, source: str) -> None:
+def check_home() -> None:
+    """ONNXFORGE_HOME (or the folder it would be made in) must be a writable folder."""
+    home = state_dir()
+    existing = home
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    hint = f"point {STATE_ENV} at a writable folder"
+    if not existing.is_dir():
+        raise RecipeError(f"{STATE_ENV}: {home}: {existing} is not a folder; {hint}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RecipeError(
+            f"{STATE_ENV}: {home} is not writable by this user ({existing} is read-only); {hint}"
+        )
+
+
+def check_objective_provider(recipe: Recipe, source: str, overrides: Any = None) -> None:
+    """The provider that picks the registered variant must run here (other benchmark providers
+    that are missing become `skipped` rows)."""
+    from onnxforge.providers import PROVIDERS
+
+    provider = recipe.registry.objective.provider
+    reason = PROVIDERS[provider].unavailable_reason()
+    if reason is not None:
+        _refuse(
+            source,
+            f"register.objective.provider: {reason}; pick an available provider for the "
+            "objective (unavailable benchmark.providers are reported as skipped)",
+            overrides,
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _refuse(source: str, message: str, overrides: Any = None) -> NoReturn:
+    """RecipeError 'file:line: field: ...' (the line of the field the message starts with)."""
+    field = leading_field(message)
+    where = field_location(source, field, overrides) if field else source
+    raise RecipeError(f"{where}: {message}")
+
+
+def check_data_and_model(recipe: Recipe, source: str, overrides: Any = None) -> None:
     """Load the data, build the model, load its checkpoint and run two samples through it."""
     try:
         splits = load_splits(recipe.dataset)
     except RecipeError as error:
-        raise RecipeError(f"{source}: {error}") from None
+        _refuse(source, str(error), overrides)
     except ValueError as error:
-        raise RecipeError(f"{source}: dataset: {error}") from None
+        _refuse(source, f"dataset: {error}", overrides)
     from onnxforge.training import fresh_model
 
     adapter = get_adapter(recipe.model.framework)
     try:
         adapter.check_source(recipe.model)
     except ValueError as error:
-        raise RecipeError(f"{source}: {error}") from None
+        _refuse(source, str(error), overrides)
     samples = describe(splits.x_train)  # e.g. "(1, 8, 8) float32", or one entry per named input
     label = recipe.model.architecture or str(recipe.model.file)
     try:
         model = fresh_model(recipe, splits)
     except Exception as error:  # noqa: BLE001 - bad kwargs or a shape the architecture can't take
-        raise RecipeError(
-            f"{source}: model.kwargs / dataset.sample_shape: cannot build "
-            f"{label!r} with {recipe.model.kwargs} for samples {samples}: {error}"
-        ) from None
+        _refuse(
+            source,
+            f"model.kwargs / dataset.sample_shape: cannot build {label!r} with "
+            f"{recipe.model.kwargs} for samples {samples}: {_first_line(error)}",
+            overrides,
+        )
     if recipe.model.checkpoint is not None:
         try:
             adapter.load_checkpoint(model, recipe.model.checkpoint)
         except Exception as error:  # noqa: BLE001 - any load failure is a recipe problem
-            first_line = str(error).strip().splitlines()[0]
-            raise RecipeError(
-                f"{source}: model.checkpoint: {recipe.model.checkpoint} does not fit "
-                f"model {label!r}: {first_line}"
-            ) from None
+            _refuse(
+                source,
+                f"model.checkpoint: {recipe.model.checkpoint} does not fit model {label!r}: "
+                f"{_first_line(error)}",
+                overrides,
+            )
     try:
-        adapter.predict(model, take(splits.x_train, slice(0, 2)))
+        outputs = adapter.predict(model, take(splits.x_train, slice(0, 2)))
     except Exception as error:  # noqa: BLE001
-        raise RecipeError(
-            f"{source}: dataset: samples {samples} do not fit model {label!r}: "
-            f"{str(error).strip().splitlines()[0]}"
-        ) from None
+        _refuse(
+            source,
+            f"dataset: samples {samples} do not fit model {label!r}: {_first_line(error)}",
+            overrides,
+        )
+    _check_label_range(recipe, splits, np.asarray(outputs[0]), label, source, overrides)
 
 
-def load_and_check(path: str, overrides: dict[str, str] | None = None) -> Recipe:
-    """Schema check, then preflight: everything `onnxforge validate` promises."""
+def _check_label_range(
+    recipe: Recipe, splits: Any, first_output: np.ndarray, label: str, source: str, overrides: Any
+) -> None:
+    """A classifier's labels must index its scores: label < number of scores per sample.
+
+    Outputs read as in scoring.py: (N, K >= 2) is K class scores; one value per sample is a
+    regression head, with nothing to compare.
+    """
+    if splits.y_train is None or not is_class_scores(first_output):
+        return
+    highest = int(
+        max(
+            (part.max() for part in (splits.y_train, splits.y_val, splits.y_test) if part.size),
+            default=-1,
+        )
+    )
+    scores = first_output.shape[1]
+    if highest >= scores:
+        field = {"npz": "dataset.labels", "csv": "dataset.label", "parquet": "dataset.label"}
+        _refuse(
+            source,
+            f"{field.get(recipe.dataset.source, 'dataset')}: labels go up to {highest}, but "
+            f"model {label!r} outputs {scores} class scores per sample; expected labels "
+            f"0..{scores - 1}",
+            overrides,
+        )
+
+
+def _passed_key(path: str, recipe: Recipe) -> str:
+    """What the data-and-model check depends on: the recipe as loaded, the bytes of the recipe
+    file, the files it reads (size, mtime) and the import allow-list."""
+    files = [recipe.model.file, recipe.model.checkpoint, getattr(recipe.dataset, "path", None)]
+    stats = [
+        (str(file), file.stat().st_mtime_ns, file.stat().st_size)
+        for file in files
+        if file is not None and file.exists()
+    ]
+    recipe_bytes = Path(path).read_bytes()
+    return json.dumps(
+        [
+            str(Path(path).resolve()),
+            hashlib.sha256(recipe_bytes).hexdigest(),
+            recipe.model_dump_json(by_alias=True),
+            stats,
+            allowed_modules(),
+        ]
+    )
+
+
+def load_and_check(path: str, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Schema check, then preflight: everything `onnxforge validate` promises.
+
+    Called twice by `onnxforge run` (the CLI, then the flow's first task): in one process the
+    data-and-model part runs once for the same inputs.
+    """
     recipe = load_recipe(path, overrides)
-    preflight(recipe, path)
+    check_home()
+    check_objective_provider(recipe, path, overrides)
+    key = _passed_key(path, recipe)
+    if key not in _PASSED:
+        check_data_and_model(recipe, path, overrides)
+        _PASSED.add(key)
     return recipe

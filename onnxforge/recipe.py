@@ -6,14 +6,15 @@ are resolved against the recipe's own folder and must exist before any work star
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -25,13 +26,23 @@ from pydantic import (
 
 from onnxforge.adapters import ADAPTERS
 from onnxforge.errors import RecipeError
+from onnxforge.overrides import apply_overrides, refuse_protected_changes, split_key
+from onnxforge.overrides import parse_overrides as parse_overrides  # re-exported
 from onnxforge.providers import PROVIDERS, provider_names
+from onnxforge.recipe_yaml import field_parts, leading_field, line_of, load_yaml
+from onnxforge.trust import PROTECTED_MODEL_FIELDS, check_import_path, check_safe_name
 from onnxforge.variants import VARIANTS, Tolerance, ToleranceOverride
 
 SKLEARN_DATASETS = ("digits", "breast_cancer", "wine", "iris")
 # discriminator tags that pydantic puts in error locations; the user never wrote them
 DATASET_SOURCES = ("sklearn", "npz", "generated", "csv", "parquet", "synthetic")
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+
+# Recipes are validated strictly (no bool for a number, no "5" for 5, no 2.5 for an int), so a
+# path arrives as a YAML string and becomes a Path here.
+RecipePath = Annotated[Path, BeforeValidator(lambda v: Path(v) if isinstance(v, str) else v)]
+# Names that become folders (MLflow's embedded store keeps artifacts in mlartifacts/<experiment>).
+SafeName = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(check_safe_name)]
 
 
 class Strict(BaseModel):
@@ -81,7 +92,7 @@ class NpzDataset(SplitSpec):
     """A local .npz file with named feature and label arrays."""
 
     source: Literal["npz"]
-    path: Path
+    path: RecipePath
     features: str | list[str] = "x"  # several names: one array per model input, in input order
     labels: str = "y"
     sample_shape: list[Annotated[int, Field(ge=1)]] | None = None
@@ -95,9 +106,9 @@ class GeneratedDataset(SplitSpec):
 
     source: Literal["generated"]
     task: Literal["token_majority"]
-    samples: int = Field(6000, ge=100)
-    seq_len: int = Field(48, ge=8)
-    vocab_size: int = Field(64, ge=16)
+    samples: int = Field(6000, ge=100, le=1_000_000)
+    seq_len: int = Field(48, ge=8, le=4096)
+    vocab_size: int = Field(64, ge=16, le=1_000_000)
     classes: int = Field(4, ge=2, le=8)
 
 
@@ -105,7 +116,7 @@ class TableDataset(SplitSpec):
     """A local .csv or .parquet file: feature columns (in order) and a label column."""
 
     source: Literal["csv", "parquet"]
-    path: Path
+    path: RecipePath
     features: list[str] = Field(min_length=1)
     label: str
     sample_shape: list[Annotated[int, Field(ge=1)]] | None = None
@@ -139,7 +150,7 @@ class SyntheticDataset(SplitSpec):
 
     source: Literal["synthetic"]
     inputs: list[SyntheticInput] = Field(min_length=1)
-    samples: int = Field(512, ge=10)
+    samples: int = Field(512, ge=10, le=1_000_000)
     # a value for each symbolic dimension other than the batch, e.g. {sequence: 32}
     dims: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
 
@@ -169,9 +180,9 @@ class ModelSpec(Strict):
 
     framework: Literal[tuple(ADAPTERS)] = "pytorch"  # type: ignore[valid-type]
     architecture: str | None = None
-    file: Path | None = None  # a .keras file (keras) or an .onnx file (onnx)
+    file: RecipePath | None = None  # a .keras file (keras) or an .onnx file (onnx)
     kwargs: dict[str, int | float | bool | str] = Field(default_factory=dict)
-    checkpoint: Path | None = None
+    checkpoint: RecipePath | None = None
 
     _checkpoint_exists = field_validator("checkpoint")(_existing_file)
     _file_exists = field_validator("file")(_existing_model)
@@ -184,6 +195,7 @@ class ModelSpec(Strict):
             return value
         adapter = ADAPTERS[framework]
         if adapter.import_paths and re.fullmatch(IMPORT_PATH, value):
+            check_import_path(value)  # before anything imports it
             return value
         if value not in adapter.architectures:
             choices = list(adapter.architectures)
@@ -217,11 +229,11 @@ class TrainSpec(Strict):
     """Training loop settings; `enabled: false` uses the checkpoint as it is."""
 
     enabled: bool = True
-    epochs: int = Field(15, ge=1)
-    batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    epochs: int = Field(15, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    learning_rate: float = Field(1e-3, gt=0, le=10)
     seed: int = 0
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=1024)
 
 
 AxisName = Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]
@@ -297,21 +309,23 @@ class BenchmarkSpec(Strict):
     providers: list[Annotated[str, AfterValidator(_known_provider)]] = Field(
         default_factory=lambda: ["CPUExecutionProvider"], min_length=1
     )
-    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 16])
-    warmup: int = Field(10, ge=0)
+    batch_sizes: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(
+        default_factory=lambda: [1, 16], min_length=1
+    )
+    warmup: int = Field(10, ge=0, le=10_000)
     # Contenders (variants, the champion, the framework baseline) are measured in interleaved
     # rounds: A, B, C, A, B, C, ... each round `iterations` timed runs (or `time_budget_s`).
     rounds: int = Field(6, ge=2, le=100)
-    iterations: int = Field(50, ge=1)
+    iterations: int = Field(50, ge=1, le=100_000)
     time_budget_s: float | None = Field(
-        None, gt=0
+        None, gt=0, le=3600
     )  # when set: time this long per round instead of `iterations`
     # rows whose per-round p50s vary more than this (coefficient of variation, std / mean) are
     # flagged noisy: shown, never used to decide a promotion. Per-round, not per-call: single
     # slow calls (a page fault, a context switch) move the mean, not a round's median.
-    max_cv: float = Field(0.25, gt=0)
-    intra_op_threads: int | None = Field(None, ge=1)
-    inter_op_threads: int = Field(1, ge=1)
+    max_cv: float = Field(0.25, gt=0, le=10)
+    intra_op_threads: int | None = Field(None, ge=1, le=1024)
+    inter_op_threads: int = Field(1, ge=1, le=1024)
     baseline: bool = True
 
 
@@ -320,39 +334,39 @@ class Objective(Strict):
 
     metric: Literal["p50_ms", "p90_ms", "p99_ms", "size_bytes"] = "p50_ms"
     provider: str = "CPUExecutionProvider"
-    batch_size: int = Field(1, ge=1)
+    batch_size: int = Field(1, ge=1, le=65_536)
 
 
 class RegisterSpec(Strict):
     """The registered model, the selection objective and the champion's accuracy budget."""
 
     enabled: bool = True
-    model_name: str = Field(pattern=MODEL_NAME_PATTERN)
+    model_name: Annotated[str, AfterValidator(check_safe_name)] = Field(pattern=MODEL_NAME_PATTERN)
     objective: Objective = Field(default_factory=Objective)
     champion_accuracy_budget: float = Field(0.005, ge=0, le=1)
     # champion stays if the candidate is slower than it by more than this (whole interval)
-    regression_margin: float = Field(0.10, ge=0)
+    regression_margin: float = Field(0.10, ge=0, le=10)
     # champion moves on speed only when the whole confidence interval of champion p50 /
     # candidate p50 is above 1 + speed_margin
-    speed_margin: float = Field(0.05, ge=0)
+    speed_margin: float = Field(0.05, ge=0, le=10)
     min_accuracy: float | None = Field(None, ge=0, le=1)  # floor on test accuracy
     max_rmse: float | None = Field(None, gt=0)  # ceiling on test RMSE (regression outputs)
     # every classifier must beat "always the majority class" (one-sided binomial test)
     floor_p_value: float = Field(0.01, gt=0, lt=1)
     approval: Literal["none", "required"] = "none"  # required: pause for a decision in the UI
-    approval_timeout_s: int = Field(3600, ge=1)
+    approval_timeout_s: int = Field(3600, ge=1, le=604_800)  # at most a week
 
 
 class MlflowSpec(Strict):
     """Which MLflow experiment the run goes to."""
 
-    experiment: str = Field("onnxforge", min_length=1)
+    experiment: SafeName = "onnxforge"
 
 
 class Recipe(Strict):
     """A whole pipeline run, stage by stage."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: Annotated[str, AfterValidator(check_safe_name)] = Field(pattern=MODEL_NAME_PATTERN)
     dataset: DatasetSpec
     model: ModelSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -431,51 +445,79 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): str(value)}
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, str]:
-    """Turn `key=value` strings (CLI `--set`) into a mapping; a pair without '=' is an error."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
-            raise RecipeError(
-                f"--set {pair!r}: expected key=value with a dotted key, e.g. train.epochs=5"
-            )
-        overrides[key] = value
-    return overrides
+def _path_fields(model: type[BaseModel], prefix: str) -> list[str]:
+    """Dotted names of every Path-typed field under `model` (any dataset source included)."""
+    found = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{field.alias or name}"
+        kinds = [field.annotation, *get_args(field.annotation)]
+        for kind in [k for outer in kinds for k in (outer, *get_args(outer))]:
+            if kind is Path and dotted not in found:
+                found.append(dotted)
+            elif isinstance(kind, type) and issubclass(kind, BaseModel):
+                found += [f for f in _path_fields(kind, f"{dotted}.") if f not in found]
+    return found
 
 
-def _apply_override(data: dict[str, Any], dotted: str, raw: str, source: str) -> None:
-    node = data
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise RecipeError(f"{source}: --set {dotted}: {part!r} is not a section")
-        node = child
-    node[leaf] = yaml.safe_load(raw) if raw != "" else ""
+# What overrides may not change: code (architecture, kwargs, framework) and every file path.
+PROTECTED_FIELDS = list(dict.fromkeys([*PROTECTED_MODEL_FIELDS, *_path_fields(Recipe, "")]))
 
 
-def load_recipe(path: str | Path, overrides: dict[str, str] | None = None) -> Recipe:
-    """Read, override and validate a recipe; any problem raises RecipeError naming file and field."""
-    path = Path(path)
+def _read_document(path: Path) -> tuple[dict[str, Any], Any]:
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
+    data, node = load_yaml(path.read_text(), str(path))
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: expected a mapping of sections at the top level")
-    for key, raw in (overrides or {}).items():
-        _apply_override(data, key, raw, str(path))
+    return data, node
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read, override and validate a recipe; any problem raises RecipeError naming file and field.
+
+    Overrides are untrusted: one that changes a protected field (PROTECTED_FIELDS) is refused
+    unless ONNXFORGE_TRUSTED_OVERRIDES=1. Values are validated strictly: no bool for a number,
+    no string for a number, no fraction for an integer.
+    """
+    path = Path(path)
+    data, node = _read_document(path)
+    overrides = dict(overrides or {})
+    overridden = apply_overrides(data, overrides, str(path))
+    refuse_protected_changes(data, overridden, overrides, PROTECTED_FIELDS, str(path))
     try:
-        return Recipe.model_validate(data, context={"base_dir": path.parent.resolve()})
+        return Recipe.model_validate(
+            overridden, strict=True, context={"base_dir": path.parent.resolve()}
+        )
     except ValidationError as error:
-        raise RecipeError(describe_validation_error(path, error)) from None
+        raise RecipeError(describe_validation_error(path, error, node, overrides)) from None
 
 
-def describe_validation_error(path: Path, error: ValidationError) -> str:
-    """One line: file, dotted field, what was expected (and what was found)."""
+def locate(path: Path | str, node: Any, field: str, overrides: dict[str, Any] | None = None) -> str:
+    """'file:line' of `field` in the recipe, or 'file' when the value came from an override or
+    the document does not have it."""
+    parts = [str(part) for part in field_parts(field)]
+    for key in overrides or {}:
+        if split_key(key) == parts[: len(split_key(key))]:
+            return str(path)
+    line = line_of(node, field_parts(field))
+    return f"{path}:{line}" if line is not None else str(path)
+
+
+def field_location(path: Path | str, field: str, overrides: dict[str, Any] | None = None) -> str:
+    """locate() for a recipe file read again (for errors found after loading, in the preflight)."""
+    try:
+        _, node = load_yaml(Path(path).read_text(), str(path))
+    except (OSError, RecipeError):
+        return str(path)
+    return locate(path, node, field, overrides)
+
+
+def describe_validation_error(
+    path: Path, error: ValidationError, node: Any = None, overrides: dict[str, Any] | None = None
+) -> str:
+    """One line: file:line, dotted field, what was expected (and what was found)."""
     first = error.errors()[0]
     loc = [
         f"[{part}]" if isinstance(part, int) else str(part)
@@ -487,16 +529,24 @@ def describe_validation_error(path: Path, error: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
         hint = f"; expected one of {', '.join(allowed)}" if allowed else ""
-        return f"{path}: {field}: unknown key{hint}"
-    if first["type"] == "missing":
-        return f"{path}: {field}: required field is missing"
-    if not field:  # a cross-field rule: its message starts with the field it is about
-        return f"{path}: {message}"
-    if re.match(rf"^{re.escape(loc[0])}[.\[][\w.\-\[\]]*: ", message):
-        return f"{path}: {message}"  # a section's cross-field rule names its own field
-    if first["type"] in ("value_error", "assertion_error") or "input" not in first:
-        return f"{path}: {field}: {message}"
-    return f"{path}: {field}: {message} (got {first['input']!r})"
+        text = f"{field}: unknown key{hint}"
+    elif first["type"] == "missing":
+        text = f"{field}: required field is missing"
+    elif not field or re.match(rf"^{re.escape(loc[0])}[.\[][\w.\-\[\]]*: ", message):
+        text = message  # a cross-field rule: its message starts with the field it is about
+    elif first["type"] in ("value_error", "assertion_error") or "input" not in first:
+        text = f"{field}: {message}"
+    else:
+        text = f"{field}: {message} (got {_shown(first['input'])})"
+    about = leading_field(text)
+    return f"{locate(path, node, about, overrides) if about else path}: {text}"
+
+
+def _shown(value: Any) -> str:
+    """The offending value as the user wrote it (YAML-ish: true, not True)."""
+    if isinstance(value, (bool, type(None))):
+        return json.dumps(value)
+    return repr(value)
 
 
 def _allowed_keys(parent_loc: list[str]) -> list[str]:

@@ -62,7 +62,8 @@ class KerasAdapter:
 
             if Path(model_spec.file).is_dir():
                 return _saved_model(Path(model_spec.file), sample_shape)
-            return keras.models.load_model(str(model_spec.file), compile=False)
+            # safe_mode refuses Lambda layers' pickled bytecode: a model file is data, not code
+            return keras.models.load_model(str(model_spec.file), compile=False, safe_mode=True)
         from onnxforge.adapters.keras_models import ARCHITECTURES
 
         return ARCHITECTURES[model_spec.architecture](

@@ -13,17 +13,34 @@ from onnxforge.inputs import Features, take
 
 
 def import_object(path: str) -> Any:
-    """`package.module:Name` -> the object (the working directory is importable, as for `python -m`)."""
+    """`package.module:Name` -> the object (the working directory is importable, as for `python -m`).
+
+    Only modules inside the operator's allow-list (ONNXFORGE_IMPORT_MODULES) are imported, and
+    the object must be defined there: `allowed_module:os.system` walks through a module and is
+    refused, as is a name the allowed module merely imported from elsewhere.
+    """
     import importlib
     import os
     import sys
+    import types
 
+    from onnxforge.trust import IMPORT_MODULES_ENV, check_import_path, import_allowed
+
+    check_import_path(path)  # raises ValueError before anything is imported
     module_name, _, attribute = path.partition(":")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     target = importlib.import_module(module_name)
     for part in attribute.split("."):
         target = getattr(target, part)
+        if isinstance(target, types.ModuleType):
+            raise ValueError(f"import path {path!r} walks into module {target.__name__!r}")
+    defined_in = getattr(target, "__module__", None) or "?"
+    if not import_allowed(defined_in):
+        raise ValueError(
+            f"import path {path!r} names an object defined in {defined_in!r}, outside "
+            f"{IMPORT_MODULES_ENV}; import its own module instead"
+        )
     return target
 
 
@@ -55,6 +72,8 @@ class PyTorchAdapter:
             return
         try:
             target = import_object(model_spec.architecture)
+        except ValueError as error:
+            raise ValueError(f"model.architecture: {error}") from None
         except (ImportError, AttributeError) as error:
             raise ValueError(
                 f"model.architecture: cannot import {model_spec.architecture!r}: "

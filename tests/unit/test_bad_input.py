@@ -36,28 +36,37 @@ def write_recipe(folder: Path, change: dict[str, Any]) -> Path:
     return path
 
 
+def at(path: Path, needle: str) -> str:
+    """'file:line' of the first line of `path` that contains `needle`: where errors point."""
+    lines = path.read_text().splitlines()
+    return f"{path}:{next(n for n, line in enumerate(lines, 1) if needle in line)}"
+
+
 CASES = [
     (
         "unknown key",
         {"train.epoch": 3},
         "train.epoch: unknown key; expected one of enabled, epochs, batch_size, learning_rate, "
         "seed, threads",
+        "epoch: 3",
     ),
     (
         "wrong type",
         {"train.epochs": "many"},
-        "train.epochs: Input should be a valid integer, unable to parse string as an integer "
-        "(got 'many')",
+        "train.epochs: Input should be a valid integer (got 'many')",
+        "epochs: many",
     ),
     (
         "missing data file",
         {"dataset": {"source": "npz", "path": "data/missing.npz"}},
         "dataset.path: file not found: {dir}/data/missing.npz",
+        "path: data/missing.npz",
     ),
     (
         "missing checkpoint",
         {"model.checkpoint": "weights/none.pt"},
         "model.checkpoint: file not found: {dir}/weights/none.pt",
+        "checkpoint: weights/none.pt",
     ),
     (
         "unknown provider",
@@ -65,46 +74,55 @@ CASES = [
         "benchmark.providers[1]: expected one of CPUExecutionProvider, CUDAExecutionProvider, "
         "TensorrtExecutionProvider, OpenVINOExecutionProvider, DmlExecutionProvider, "
         "CoreMLExecutionProvider; got 'FooExecutionProvider'",
+        "- FooExecutionProvider",
     ),
     (
         "unknown architecture",
         {"model.architecture": "resnet9000"},
         "model.architecture: expected one of small_cnn, mlp, token_transformer, "
         "package.module:ClassOrFactory for pytorch; got 'resnet9000'",
+        "architecture: resnet9000",
     ),
     (
         "objective on a provider not benchmarked",
         {"register.objective.batch_size": 4},
         "register.objective.batch_size: 4 is not in benchmark.batch_sizes [1, 16]",
+        "batch_size: 4",
     ),
     (
         "unknown variant tolerance",
         {"parity.tolerances": {"int4": {"atol": 1, "mean_atol": 1, "min_top1_agreement": 0.5}}},
         "parity.tolerances: unknown variant 'int4'; expected one of fp32, simplified, ort-optimized, "
         "int8-dynamic, int8-static, fp16",
+        "tolerances:",
     ),
-    ("missing section", {"register": None}, "register: required field is missing"),
+    ("missing section", {"register": None}, "register: required field is missing", None),
     (
         "opset tf2onnx cannot write",
         {"model.framework": "keras", "model.architecture": "keras_cnn", "export.opset": 19},
         "export.opset: keras models are exported with tf2onnx, which writes opset <= 18; got 19",
+        "opset: 19",
     ),
     (
         "exporter of another framework",
         {"export.exporter": "tf2onnx"},
         "export.exporter: expected one of dynamo, torchscript for pytorch; got 'tf2onnx'",
+        "exporter: tf2onnx",
     ),
 ]
 
 
-@pytest.mark.parametrize(("change", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_schema_errors_name_file_field_and_expectation(
-    tmp_path: Path, change: dict[str, Any], expected: str
+@pytest.mark.parametrize(
+    ("change", "expected", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_schema_errors_name_file_line_field_and_expectation(
+    tmp_path: Path, change: dict[str, Any], expected: str, needle: str | None
 ) -> None:
     path = write_recipe(tmp_path, change)
     with pytest.raises(RecipeError) as caught:
         load_and_check(str(path))
-    assert str(caught.value) == f"{path}: " + expected.format(dir=tmp_path)
+    where = at(path, needle) if needle else str(path)
+    assert str(caught.value) == f"{where}: " + expected.format(dir=tmp_path)
 
 
 def test_npz_missing_named_array(tmp_path: Path) -> None:
@@ -127,7 +145,8 @@ def test_checkpoint_that_does_not_fit_the_architecture(tmp_path: Path) -> None:
         load_and_check(str(path))
     message = str(caught.value)
     assert message.startswith(
-        f"{path}: model.checkpoint: {tmp_path / 'other.pt'} does not fit model 'small_cnn': "
+        f"{at(path, 'checkpoint:')}: model.checkpoint: {tmp_path / 'other.pt'} does not fit "
+        "model 'small_cnn': "
     )
     assert "\n" not in message
 
@@ -156,7 +175,7 @@ def test_cli_exits_2_with_one_line_and_does_no_work(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == [
-        f"error: {path}: benchmark.providers[0]: expected one of CPUExecutionProvider, "
+        f"error: {at(path, '- Nope')}: benchmark.providers[0]: expected one of CPUExecutionProvider, "
         "CUDAExecutionProvider, TensorrtExecutionProvider, OpenVINOExecutionProvider, "
         "DmlExecutionProvider, CoreMLExecutionProvider; got 'NopeExecutionProvider'"
     ]
@@ -170,12 +189,14 @@ def test_bad_override_syntax_is_refused() -> None:
         parse_overrides(["train.epochs"])
 
 
-def test_import_path_that_does_not_resolve(tmp_path: Path) -> None:
+def test_import_path_that_does_not_resolve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONNXFORGE_IMPORT_MODULES", "no_such_package")
     path = write_recipe(tmp_path, {"model.architecture": "no_such_package.models:Net"})
     with pytest.raises(RecipeError) as caught:
         load_and_check(str(path))
     assert str(caught.value) == (
-        f"{path}: model.architecture: cannot import 'no_such_package.models:Net': "
+        f"{at(path, 'architecture:')}: model.architecture: cannot import "
+        "'no_such_package.models:Net': "
         "ModuleNotFoundError: No module named 'no_such_package'"
     )
 
@@ -187,6 +208,7 @@ def test_checkpoint_that_does_not_fit_the_named_module(
 
     checkpoint = torch_module(tmp_path, hidden=32)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ONNXFORGE_IMPORT_MODULES", "byo_models")
     change = {
         "model.architecture": "byo_models:TinyNet",
         "model.kwargs": {"hidden": 16},
@@ -197,7 +219,8 @@ def test_checkpoint_that_does_not_fit_the_named_module(
     with pytest.raises(RecipeError) as caught:
         load_and_check(str(path))
     assert str(caught.value).startswith(
-        f"{path}: model.checkpoint: {checkpoint} does not fit model 'byo_models:TinyNet': "
+        f"{at(path, 'checkpoint:')}: model.checkpoint: {checkpoint} does not fit model "
+        "'byo_models:TinyNet': "
     )
 
 
@@ -221,7 +244,7 @@ def test_truncated_onnx_file(tmp_path: Path) -> None:
     with pytest.raises(RecipeError) as caught:
         load_and_check(str(path))
     assert str(caught.value).startswith(
-        f"{path}: model.file: {model_file} is not a readable ONNX model: "
+        f"{at(path, 'file:')}: model.file: {model_file} is not a readable ONNX model: "
     )
 
 
@@ -241,7 +264,7 @@ def test_external_data_outside_the_model_folder(tmp_path: Path) -> None:
     with pytest.raises(RecipeError) as caught:
         load_and_check(str(path))
     message = str(caught.value)
-    assert message.startswith(f"{path}: model.file: {model_file}: tensor ")
+    assert message.startswith(f"{at(path, 'file:')}: model.file: {model_file}: tensor ")
     assert f"outside the model's folder {tmp_path}" in message
 
 
@@ -256,7 +279,7 @@ def test_an_onnx_model_cannot_be_trained(tmp_path: Path) -> None:
         load_and_check(str(path))
     assert (
         str(caught.value)
-        == f"{path}: train.enabled: onnx models cannot be trained; set it to false"
+        == f"{at(path, 'train:')}: train.enabled: onnx models cannot be trained; set it to false"
     )
 
 
@@ -273,7 +296,8 @@ def test_table_file_missing_a_named_column(tmp_path: Path) -> None:
     with pytest.raises(RecipeError) as caught:
         load_and_check(str(path))
     assert str(caught.value) == (
-        f"{path}: dataset.features: {tmp_path / 'data.csv'} has no column 'c' (it has a, b, target)"
+        f"{at(path, 'features:')}: dataset.features: {tmp_path / 'data.csv'} has no column 'c' "
+        "(it has a, b, target)"
     )
 
 
@@ -294,7 +318,9 @@ def test_synthetic_spec_that_does_not_match_the_model(tmp_path: Path) -> None:
     with pytest.raises(RecipeError) as caught:
         load_and_check(str(path))
     message = str(caught.value)
-    assert message.startswith(f"{path}: dataset: samples (64,) float32 do not fit model ")
+    assert message.startswith(
+        f"{at(path, 'dataset:')}: dataset: samples (64,) float32 do not fit model "
+    )
     assert "\n" not in message
 
 
@@ -304,5 +330,6 @@ def test_synthetic_spec_needs_values_for_its_symbolic_dims(tmp_path: Path) -> No
     with pytest.raises(RecipeError) as caught:
         load_and_check(str(path))
     assert str(caught.value) == (
-        f"{path}: dataset.inputs[0].shape: symbolic dimension 'sequence' needs a value in dataset.dims"
+        f"{at(path, 'shape:')}: dataset.inputs[0].shape: symbolic dimension 'sequence' needs a "
+        "value in dataset.dims"
     )

@@ -25,7 +25,10 @@ def _digits_table(folder: Path, kind: str) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["csv", "parquet"])
-def test_table_files_load_like_the_shipped_set(tmp_path: Path, kind: str) -> None:
+def test_table_files_load_like_the_shipped_set(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ONNXFORGE_TRUSTED_OVERRIDES", "1")  # the override names a data file
     path = _digits_table(tmp_path, kind)
     dataset = (
         f"{{source: {kind}, path: {path}, label: digit, sample_shape: [1, 8, 8], scale: 16.0, "
