@@ -32,8 +32,18 @@ def _parser() -> argparse.ArgumentParser:
             action="append",
             default=[],
             metavar="KEY=VALUE",
-            help="override a recipe field by dotted key, e.g. --set train.epochs=5 (repeatable)",
+            help=(
+                "override a recipe value by dotted key, e.g. --set train.epochs=5 or "
+                "--set variants.int8-static.per_channel=false (repeatable; quote a segment: "
+                'variants."int8-static".per_channel); overrides may not change model code or '
+                "file paths unless ONNXFORGE_TRUSTED_OVERRIDES=1"
+            ),
         )
+    run.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="train, export and build every variant again, even when stored results match",
+    )
     _registry_parsers(commands)
     return parser
 
@@ -72,24 +82,32 @@ def _embedded_defaults() -> None:
         home.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last path component
         os.environ["PREFECT_HOME"] = str(home)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # A fresh home runs database migrations first; 20 s (the default) is too short on 2 cores.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from onnxforge.tracking import bounded_http_retries
+
+    bounded_http_retries()  # before MLflow is first used: an outage fails a call in ~1 minute
 
 
 def _validate(recipe_path: str, overrides: list[str]) -> tuple[object, dict[str, str]]:
+    from onnxforge.overrides import parse_overrides
     from onnxforge.preflight import load_and_check
-    from onnxforge.recipe import parse_overrides
 
     parsed = parse_overrides(overrides)
     return load_and_check(recipe_path, parsed), parsed
 
 
-def _run(recipe_path: str, overrides: dict[str, str]) -> int:
+def _run(recipe_path: str, overrides: dict[str, str], no_cache: bool = False) -> int:
     _embedded_defaults()
+    if not os.environ.get("PREFECT_API_URL"):
+        # Prefect's own temporary server outlives a SIGKILLed CLI; this one dies with it.
+        from flows.embedded_server import start_embedded_server
+
+        start_embedded_server()
     from flows.onnx_pipeline import onnx_pipeline
     from onnxforge.tracking import resolve_tracking_uri, ui_command
 
-    registration = onnx_pipeline(recipe_path=recipe_path, overrides=overrides or None)
+    registration = onnx_pipeline(
+        recipe_path=recipe_path, overrides=overrides or None, no_cache=no_cache
+    )
     print()
     if registration.version is None:
         print(f"Nothing registered: {registration.reason}")
@@ -208,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         print(f"{args.recipe}: valid recipe {recipe.name!r}")  # type: ignore[attr-defined]
         return 0
-    return _run(args.recipe, overrides)
+    try:
+        return _run(args.recipe, overrides, args.no_cache)
+    except RecipeError as error:  # refused by the flow's own check (a file changed meanwhile)
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

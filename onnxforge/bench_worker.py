@@ -18,10 +18,12 @@ import json
 import resource
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 MARKER = "@@onnxforge-bench "
+PARENT_ENV = "ONNXFORGE_BENCH_PARENT"  # the pid this worker must not outlive
 
 
 def _peak_rss_mb() -> float:
@@ -46,6 +48,7 @@ def _framework_calls(
     request: dict[str, Any], batches: dict[int, Any]
 ) -> dict[int, Callable[[], Any]]:
     from onnxforge.adapters import get_adapter
+    from onnxforge.data_record import read_file
     from onnxforge.datasets import load_splits
     from onnxforge.recipe import Recipe
     from onnxforge.training import load_source_model
@@ -53,7 +56,9 @@ def _framework_calls(
     recipe = Recipe.model_validate(request["recipe"])
     adapter = get_adapter(recipe.model.framework)
     adapter.set_threads(request["intra_op_threads"])  # before the framework starts its runtime
-    model = load_source_model(recipe, request["checkpoint"], load_splits(recipe.dataset))
+    data = request.get("data")  # the run's materialised splits: {"path", "sha256"}
+    splits = read_file(data["path"], data["sha256"]) if data else load_splits(recipe.dataset)
+    model = load_source_model(recipe, request["checkpoint"], splits)
     return {size: adapter.latency_callable(model, batch) for size, batch in batches.items()}
 
 
@@ -98,17 +103,22 @@ def _reply(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _failure(error: Exception) -> dict[str, Any]:
+def _failure(error: BaseException) -> dict[str, Any]:
     return {"ok": False, "error": f"{type(error).__name__}: {str(error).strip()[:400]}"}
 
 
-def main() -> None:
-    """Load the contender named by the first request, then time it whenever asked."""
-    request = json.loads(sys.stdin.readline())["load"]
+def _tool_errors(kind: str) -> tuple[type[BaseException], ...]:
+    """The errors that mean "this contender cannot run here"; anything else is our bug."""
+    from onnxforge.tool_errors import framework_errors, ort_errors
+
+    return ort_errors() + (framework_errors() if kind == "framework" else ())
+
+
+def _serve(request: dict[str, Any]) -> None:
+    refused = _tool_errors(request["kind"])
     try:
         calls, loaded = load(request)
-    except Exception as error:  # noqa: BLE001 - ORT and the frameworks raise many types; the
-        # parent records the message as an 'unsupported' row for this contender
+    except refused as error:  # the parent records it as an 'unsupported' row
         _reply(_failure(error))
         return
     _reply({"ok": True, "session_ms": loaded["session_ms"]})
@@ -120,11 +130,29 @@ def main() -> None:
             timings = time_calls(
                 calls[ask["batch_size"]], ask["iterations"], ask.get("time_budget_s"), 3
             )
-        except Exception as error:  # noqa: BLE001 - same as above, for one batch size
+        except refused as error:  # same as above, for one batch size
             _reply(_failure(error))
             continue
         peak = _peak_rss_mb() - loaded["rss_before_mb"]
         _reply({"ok": True, "timings_ms": timings, "peak_rss_increase_mb": peak})
+
+
+def main() -> None:
+    """Load the contender named by the first request, then time it whenever asked; end with the
+    parent (a SIGKILLed parent must not leave this process measuring)."""
+    import os
+
+    from onnxforge.procs import watch_parent
+
+    parent = int(os.environ.get(PARENT_ENV, os.getppid()))
+    watch_parent(parent)  # the fallback where PR_SET_PDEATHSIG was not set or was missed
+    request = json.loads(sys.stdin.readline())["load"]
+    try:
+        _serve(request)
+    except Exception as error:
+        # Not the tool's error: a bug in onnxforge. The parent raises it instead of recording it.
+        _reply({**_failure(error), "bug": traceback.format_exc()[-2000:]})
+        raise
 
 
 if __name__ == "__main__":

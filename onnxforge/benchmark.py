@@ -5,12 +5,14 @@ one provider's rounds, the source framework. Each runs in its own fresh process
 (onnxforge.bench_worker); the parent asks them in turn, round after round (A, B, C, A, B, C, ...),
 so every contender sees the same moments of a noisy machine and ratios are taken within rounds.
 Only one set of rounds runs at a time on the machine (a file lock in the system temp folder, not
-per ONNXFORGE_HOME, so runs with different homes do not measure at the same time).
+per ONNXFORGE_HOME, so runs with different homes do not measure at the same time). A worker
+dies with this process even on SIGKILL (onnxforge.procs), so it never measures on unlocked.
+A worker that does not answer in time is a `timeout` row, one that dies a `crashed` row; an
+error in onnxforge's own code inside a worker raises StageError instead of becoming a row.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import select
@@ -25,8 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from onnxforge.bench_worker import MARKER
+from onnxforge.bench_worker import MARKER, PARENT_ENV
+from onnxforge.errors import StageError
 from onnxforge.inputs import save as save_features
+from onnxforge.machine_lock import lock_path, machine_lock
+from onnxforge.procs import tied_command
 from onnxforge.providers import PROVIDERS
 from onnxforge.recipe import BenchmarkSpec, Recipe
 from onnxforge.records import BenchResult, ChampionRecord, ModelArtifact, write_atomically
@@ -41,7 +46,7 @@ WORKER_COMMAND = (sys.executable, "-m", "onnxforge.bench_worker")
 
 def machine_lock_path() -> Path:
     """One lock for the whole machine: measurements of different runs never overlap."""
-    return Path(tempfile.gettempdir()) / "onnxforge-bench.lock"
+    return lock_path("bench")
 
 
 @dataclass(frozen=True)
@@ -69,12 +74,13 @@ class Worker:
         self.contender = contender
         self._stderr = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
-            list(WORKER_COMMAND),
+            tied_command(WORKER_COMMAND),  # dies with this process, even on SIGKILL
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
             start_new_session=True,  # a process group of its own, killed as one
+            env={**os.environ, PARENT_ENV: str(os.getpid())},
         )
         self._buffer = ""
 
@@ -106,9 +112,27 @@ class Worker:
                 self._buffer += chunk
 
     def _gone(self) -> WorkerGone:
-        code = self._process.wait(timeout=10)
+        try:
+            code = self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # closed its output but did not exit
+            self.close()
+            return WorkerGone(
+                "crashed", f"worker closed its output and hung; killed: {self._stderr_tail()}"
+            )
         how = f"killed by signal {-code}" if code < 0 else f"exited {code}"
         return WorkerGone("crashed", f"worker {how}: {self._stderr_tail()}")
+
+    def check_bug(self, reply: dict[str, Any], provider: str) -> dict[str, Any]:
+        """The reply, unless the worker hit a bug in onnxforge: that raises, it is not a result."""
+        if "bug" in reply:
+            self.close()
+            raise StageError(
+                "benchmark",
+                f"onnxforge bug in the measuring process: {reply['bug']}",
+                self.contender.label,
+                provider,
+            )
+        return reply
 
     def _stderr_tail(self) -> str:
         if self._stderr.closed:
@@ -121,10 +145,13 @@ class Worker:
         """End the process group and reap it (idempotent)."""
         if self._process.poll() is None:
             try:
-                os.killpg(self._process.pid, signal.SIGKILL)
+                os.killpg(self._process.pid, signal.SIGKILL)  # the group this class created
             except ProcessLookupError:
                 pass
-            self._process.wait(timeout=10)
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass  # stuck in the kernel; the SIGKILL ends it when it returns
         if not self._stderr.closed:
             self._stderr.close()
 
@@ -145,9 +172,7 @@ def measure_interleaved(
     contenders: list[Contender], provider: str, spec: BenchmarkSpec, lock_path: Path
 ) -> list[BenchResult]:
     """Every contender at every batch size, `spec.rounds` interleaved rounds; one row each."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with machine_lock(lock_path):
         workers: dict[str, Worker] = {}
         try:
             return _run_rounds(contenders, provider, spec, workers)
@@ -165,7 +190,7 @@ def _run_rounds(
         base = _base(contender, provider, spec)
         worker = workers[contender.label] = Worker(contender)
         try:
-            reply = worker.ask({"load": contender.load}, LOAD_TIMEOUT_S)
+            reply = worker.check_bug(worker.ask({"load": contender.load}, LOAD_TIMEOUT_S), provider)
         except WorkerGone as gone:
             reply = {"ok": False, "error": str(gone), "status": gone.status}
         if reply["ok"]:
@@ -182,12 +207,13 @@ def _run_rounds(
             )
     gone: dict[str, tuple[str, str]] = {}  # workers that hung or died: no later batch size
     for size in spec.batch_sizes:
-        results.update(_rounds_for_batch(size, spec, workers, loaded, gone))
+        results.update(_rounds_for_batch(size, provider, spec, workers, loaded, gone))
     return [results[(c.label, s)] for c in contenders for s in spec.batch_sizes]
 
 
 def _rounds_for_batch(
     size: int,
+    provider: str,
     spec: BenchmarkSpec,
     workers: dict[str, Worker],
     loaded: dict[str, dict[str, Any]],
@@ -203,7 +229,9 @@ def _rounds_for_batch(
         shift = round_index % len(live) if live else 0
         for label in live[shift:] + live[:shift]:  # rotate: nobody always goes first
             try:
-                reply = workers[label].ask(ask, SEGMENT_TIMEOUT_S)
+                reply = workers[label].check_bug(
+                    workers[label].ask(ask, SEGMENT_TIMEOUT_S), provider
+                )
             except WorkerGone as error:
                 workers.pop(label).close()
                 failed[label] = gone[label] = (error.status, f"at bs{size}: {error}")
@@ -284,9 +312,11 @@ def bench_provider(
     champions: list[ChampionRecord],
     checkpoint: str | None,
     features: Path,
+    data: Any = None,
 ) -> list[BenchResult]:
     """This run's passing variants, the verified champions and (when `checkpoint` is given) the
-    framework baseline, interleaved on one provider; the rest are rows with their reasons."""
+    framework baseline, interleaved on one provider; the rest are rows with their reasons.
+    `data` (the run's DataRecord) is where the baseline's worker reads the splits, sha256-checked."""
     spec = recipe.benchmark
     provider_spec = PROVIDERS[provider]
     unavailable = provider_spec.unavailable_reason()
@@ -311,6 +341,7 @@ def bench_provider(
             "kind": "framework",
             "checkpoint": checkpoint,
             "recipe": recipe.model_dump(mode="json", by_alias=True),
+            "data": None if data is None else {"path": data.path, "sha256": data.sha256},
             **_common_load(spec, features),
         }
         contenders.append(Contender(f"{recipe.model.framework}-eager", "framework", load))
@@ -325,12 +356,13 @@ def baseline_provider(recipe: Recipe) -> str:
     return "CPUExecutionProvider" if "CPUExecutionProvider" in providers else providers[0]
 
 
-def benchmark_inputs(recipe: Recipe, work_dir: Path) -> Path:
-    """The test split's inputs as an .npz file that every measurement process reads."""
-    from onnxforge.datasets import load_splits
+def benchmark_inputs(recipe: Recipe, work_dir: Path, data: object = None) -> Path:
+    """The test split's inputs (from `data`, the run's DataRecord) as an .npz file that every
+    measurement process reads."""
+    from onnxforge.data_record import splits_for
 
     path = work_dir / "bench_features.npz"
     if not path.exists():
-        features = load_splits(recipe.dataset).x_test
+        features = splits_for(recipe, data).x_test
         write_atomically(path, lambda temp: save_features(features, temp))
     return path

@@ -19,6 +19,7 @@ from onnxforge.recipe import Recipe
 from onnxforge.records import ModelArtifact, ParityFailure, ParityResult
 from onnxforge.runtime import make_session, run_batched
 from onnxforge.scoring import is_class_scores, is_regression
+from onnxforge.tool_errors import ort_errors
 from onnxforge.variants import VARIANTS, Tolerance
 
 
@@ -97,7 +98,7 @@ def check_variant(
         session = make_session(artifact.path, provider)
         outputs = run_batched(session, features)
         names = [o.name for o in session.get_outputs()]
-    except Exception as error:  # noqa: BLE001 - a variant that cannot run fails parity, typed
+    except ort_errors() as error:  # ORT refused the variant: it fails parity, typed; our bugs raise
         return _fail(artifact.variant, "not_run", f"could not run on {provider}: {error}")
     return compare_outputs(
         artifact.variant,
@@ -111,16 +112,17 @@ def check_variant(
 
 
 def check_all(
-    recipe: Recipe, checkpoint: str, artifacts: list[ModelArtifact]
+    recipe: Recipe, checkpoint: str, artifacts: list[ModelArtifact], data: object = None
 ) -> list[ParityResult]:
-    """Parity of every variant against the checkpointed source model on the test split; a failing
-    quantized variant carries the layers whose outputs drift most from its float parent."""
+    """Parity of every variant against the checkpointed source model on the test split (`data`:
+    the run's DataRecord); a failing quantized variant carries the layers whose outputs drift most
+    from its float parent."""
     from onnxforge.adapters import get_adapter
-    from onnxforge.datasets import load_splits
+    from onnxforge.data_record import splits_for
     from onnxforge.drift import drifting_layers
     from onnxforge.training import load_source_model
 
-    splits = load_splits(recipe.dataset)
+    splits = splits_for(recipe, data)
     model = load_source_model(recipe, checkpoint, splits)
     reference = get_adapter(recipe.model.framework).predict(model, splits.x_test)
     by_variant = {a.variant: a for a in artifacts}

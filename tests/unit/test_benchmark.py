@@ -129,6 +129,131 @@ def test_a_worker_that_hangs_mid_rounds_is_killed_and_every_batch_size_says_so(
     assert all(r.reason.startswith("at bs1: no answer within 2 s") for r in rows)
 
 
+def test_a_worker_that_segfaults_mid_rounds_is_crashed_not_unsupported(
+    tmp_path: Path, features: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxforge.benchmark as benchmark
+
+    model = _matmul_model(tmp_path / "m.onnx", 8)
+    # Loads, then dereferences NULL on the first measurement: a real SIGSEGV.
+    body = (
+        "import sys, json, ctypes; sys.stdin.readline(); "
+        "print('\\n@@onnxforge-bench ' + json.dumps({'ok': True, 'session_ms': 1.0}), flush=True); "
+        "sys.stdin.readline(); ctypes.string_at(0)"
+    )
+    monkeypatch.setattr(benchmark, "WORKER_COMMAND", (sys.executable, "-c", body))
+    rows = measure_interleaved(
+        [_contender("m", model, features)], "CPUExecutionProvider", SPEC, tmp_path / "l"
+    )
+    assert [r.status for r in rows] == ["crashed", "crashed"]
+    assert "killed by signal 11" in rows[0].reason
+
+
+def test_a_bug_in_onnxforge_inside_the_worker_raises_instead_of_becoming_a_row(
+    tmp_path: Path, features: Path
+) -> None:
+    from onnxforge.errors import StageError
+
+    model = _matmul_model(tmp_path / "m.onnx", 8)
+    contender = _contender("m", model, features)
+    # A request our own code cannot handle (warmup must be an int): a TypeError in onnxforge.
+    broken = Contender("m", "run", {**contender.load, "warmup": "2"})
+    with pytest.raises(StageError, match="(?s)onnxforge bug in the measuring process.*TypeError"):
+        measure_interleaved([broken], "CPUExecutionProvider", SPEC, tmp_path / "l")
+
+
+def test_parity_records_what_ort_refuses_and_raises_our_own_bugs(
+    tmp_path: Path, digits_recipe
+) -> None:
+    from onnxforge.parity import check_variant
+    from onnxforge.records import ModelArtifact
+
+    def artifact(path: Path) -> ModelArtifact:
+        return ModelArtifact(
+            path=str(path), sha256="0", variant="fp32", parent=None, producer="t", opset=17,
+            size_bytes=path.stat().st_size,
+        )  # fmt: skip
+
+    model = artifact(_matmul_model(tmp_path / "m.onnx", 8))
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not onnx")
+    good = np.ones((4, 64), np.float32)
+    # ORT refuses: a file it cannot load, an input of the wrong width. Both are typed results.
+    for target, features in ((artifact(broken), good), (model, np.ones((4, 3), np.float32))):
+        result = check_variant(digits_recipe, target, features, None, [np.ones((4, 8))])
+        assert not result.passed and result.failures[0].kind == "not_run"
+    # Our bug (features named for an input the model does not have): raises, is not a result.
+    with pytest.raises(KeyError, match="no input data"):
+        check_variant(digits_recipe, model, {"nope": good}, None, [np.ones((4, 8))])
+
+
+def test_a_worker_dies_with_its_parent_when_the_parent_is_killed(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    # A parent that starts a worker the way the harness does (which then sleeps), then waits.
+    parent_code = (
+        "import sys, time, onnxforge.benchmark as b; "
+        f"b.WORKER_COMMAND = ({sys.executable!r}, '-c', 'import time; time.sleep(600)'); "
+        "w = b.Worker(b.Contender('x', 'run', {})); print(w._process.pid, flush=True); "
+        "time.sleep(600)"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True
+    )
+    worker_pid = int(parent.stdout.readline())
+    os.kill(worker_pid, 0)  # alive while its parent is
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(worker_pid):
+        time.sleep(0.1)
+    assert not _alive(worker_pid), "the worker outlived its SIGKILLed parent"
+
+
+def test_a_worker_without_the_kernel_tie_still_ends_when_its_parent_dies(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    # The worker is started bare (no PR_SET_PDEATHSIG); its stdin is a pipe this test keeps
+    # open, so it waits for a request forever unless its parent-pid watch ends it.
+    parent_code = (
+        "import os, subprocess, sys, time; "
+        "w = subprocess.Popen([sys.executable, '-m', 'onnxforge.bench_worker'], "
+        "env={**os.environ, 'ONNXFORGE_BENCH_PARENT': str(os.getpid())}); "
+        "print(w.pid, flush=True); time.sleep(600)"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    worker_pid = int(parent.stdout.readline())
+    time.sleep(1.0)  # let the worker start its watch
+    assert _alive(worker_pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(worker_pid):
+        time.sleep(0.1)
+    alive = _alive(worker_pid)
+    parent.stdin.close()
+    assert not alive, "the worker outlived its parent"
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (a reaped-later zombie is not running)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_rows_whose_rounds_disagree_beyond_max_cv_are_flagged_noisy(
     tmp_path: Path, features: Path
 ) -> None:

@@ -1,0 +1,62 @@
+"""The CLI's temporary Prefect server, started so that it dies with the CLI.
+
+With no PREFECT_API_URL, Prefect 3.9 starts a temporary server itself
+(prefect.server.api.server.SubprocessASGIServer: `python -m uvicorn --factory
+prefect.server.api.server:create_app` as a plain child, stopped by an atexit handler). A CLI
+killed with SIGKILL runs no atexit handler, so that server outlived it. The CLI starts the same
+server itself instead, through onnxforge.procs (the kernel kills it when the CLI dies), and
+points PREFECT_API_URL at it. This is simpler than a watchdog process that tracks and kills
+descendants: the CLI's other children (benchmark workers) are tied to it the same way.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import sys
+
+from onnxforge.procs import EMBEDDED_SERVER_ENV, TiedServer
+
+STARTUP_TIMEOUT_S = 120  # a fresh home runs database migrations first: ~16 s on 2 cores
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_embedded_server() -> TiedServer:
+    """Start Prefect's server (no UI) on a free local port, wait until it answers, and point
+    this process's PREFECT_API_URL at it. Call before Prefect is imported: Prefect reads its
+    settings from the environment at import."""
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+        "--lifespan",
+        "on",
+    ]
+    # The variables Prefect's own temporary server gets: no UI, ephemeral-mode services only.
+    env = {
+        **os.environ,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+    }
+    server = TiedServer(command, f"http://127.0.0.1:{port}/api/health", env)
+    atexit.register(server.stop)  # registered before Prefect's handlers, so it runs after them
+    server.wait_healthy(STARTUP_TIMEOUT_S)
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    os.environ[EMBEDDED_SERVER_ENV] = "1"
+    return server
