@@ -118,3 +118,33 @@ def plot_accuracy_latency(
     write_atomically(path, lambda temp: figure.savefig(temp, format="png", dpi=100))
     plt.close(figure)
     return path
+
+
+def publish_bench_report(
+    rows: list[BenchResult],
+    parity: list[ParityResult],
+    objective: Any,
+    out_dir: Path,
+    tracking_uri: str,
+    run_id: str,
+) -> list[Path]:
+    """bench.csv, bench.json and the two plots in `out_dir`, each logged to the MLflow run under
+    `benchmark/`; returns the files."""
+    from onnxforge.tracking import client
+
+    table = bench_table(rows, parity)
+    plots = [
+        plot_latency(rows, out_dir / "latency_by_batch.png"),
+        plot_accuracy_latency(
+            rows,
+            parity,
+            objective.provider,
+            objective.batch_size,
+            out_dir / "accuracy_vs_latency.png",
+        ),
+    ]
+    files = [*write_tables(table, out_dir), *plots]
+    mlflow_client = client(tracking_uri)
+    for path in files:
+        mlflow_client.log_artifact(run_id, str(path), "benchmark")
+    return files

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from onnxforge.aliases import current_version, fetch_verified
+from onnxforge.data_record import DataRecord
 from onnxforge.errors import IntegrityError, Sha256Mismatch
 from onnxforge.promotion import alias_targets
 from onnxforge.recipe import Recipe
@@ -57,11 +58,14 @@ def fetch_champions(recipe: Recipe, tracking_uri: str, work_dir: Path) -> list[C
 
 
 def evaluate_champions(
-    recipe: Recipe, checkpoint: str, champions: list[ChampionRecord]
+    recipe: Recipe,
+    checkpoint: str,
+    champions: list[ChampionRecord],
+    data: DataRecord | None = None,
 ) -> list[ChampionRecord]:
     """Score each verified champion on this run's test split, against this run's source model."""
     from onnxforge.adapters import get_adapter
-    from onnxforge.datasets import load_splits
+    from onnxforge.data_record import splits_for
     from onnxforge.parity import compare_outputs, parity_provider
     from onnxforge.runtime import make_session, run_batched
     from onnxforge.training import load_source_model
@@ -70,7 +74,7 @@ def evaluate_champions(
     verified = [c for c in champions if c.path is not None]
     if not verified:
         return champions
-    splits = load_splits(recipe.dataset)
+    splits = splits_for(recipe, data)
     model = load_source_model(recipe, checkpoint, splits)
     reference = get_adapter(recipe.model.framework).predict(model, splits.x_test)
     evaluated = []

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxforge.adapters import get_adapter
-from onnxforge.datasets import load_splits
+from onnxforge.data_record import DataRecord, splits_for
 from onnxforge.errors import StageError
 from onnxforge.inputs import take
 from onnxforge.recipe import Recipe
@@ -16,9 +16,11 @@ from onnxforge.training import load_source_model
 EXPORTER_KEY = "onnxforge.producer"
 
 
-def export_model(recipe: Recipe, checkpoint: str, out_dir: Path) -> ModelArtifact:
+def export_model(
+    recipe: Recipe, checkpoint: str, out_dir: Path, data: DataRecord | None = None
+) -> ModelArtifact:
     """Export the checkpointed model to `fp32.onnx`, full-check it and infer its shapes."""
-    splits = load_splits(recipe.dataset)
+    splits = splits_for(recipe, data)
     model = load_source_model(recipe, checkpoint, splits)
     adapter = get_adapter(recipe.model.framework)
     # A batch of 4 keeps the exporter from specialising the batch dimension to 0/1.

@@ -37,6 +37,13 @@ class VariantBuild(Record):
     reason: str = ""
 
 
+class EpochMetrics(Record):
+    """One epoch's numbers (loss, accuracy, val_accuracy), kept so a reused training can log them."""
+
+    epoch: int
+    metrics: dict[str, float]
+
+
 class TrainResult(Record):
     """What training left behind."""
 
@@ -47,6 +54,8 @@ class TrainResult(Record):
     val_accuracy: float | None
     test_accuracy: float | None
     seconds: float
+    history: tuple[EpochMetrics, ...] = ()
+    mlflow_run_id: str = ""  # the run that trained it; another run reusing it logs `history`
 
 
 class ParityFailure(Record):

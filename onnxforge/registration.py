@@ -10,6 +10,10 @@ version, which the next run of the same model finds and finishes (it holds its a
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from onnxforge.aliases import all_versions, current_version, move_alias
@@ -33,6 +37,7 @@ PENDING, DONE, INCOMPLETE = "pending", "done", "incomplete"
 # MLflow keeps a version description in a String(5000) column (model_versions.description);
 # a longer run summary is cut there, with a note (summary.md in the run keeps all of it)
 DESCRIPTION_LIMIT = 5000
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # mlflow.utils.mlflow_tags.MLFLOW_MODEL_VERSIONS
 
 
 def _held_aliases(mlflow_client: Any, name: str) -> dict[str, list[str]]:
@@ -52,15 +57,21 @@ def _held_aliases(mlflow_client: Any, name: str) -> dict[str, list[str]]:
     return held
 
 
-def repair_half_done(mlflow_client: Any, name: str, run_id: str) -> list[str]:
-    """Finish or mark the pending versions that other, stopped runs left behind."""
+def repair_half_done(
+    mlflow_client: Any, name: str, run_id: str, versions: list[Any] | None = None
+) -> list[str]:
+    """Finish or mark the pending versions that other, stopped runs left behind (`versions`: the
+    model's versions when the caller already read them)."""
     notes = []
-    versions = all_versions(mlflow_client, name)
-    aliases = _held_aliases(mlflow_client, name) if versions else {}
-    for version in versions:
+    versions = all_versions(mlflow_client, name) if versions is None else versions
+    stopped = [
+        v
+        for v in versions
+        if v.tags.get(STATE) == PENDING and v.tags.get("source_run_id") != run_id
+    ]
+    aliases = _held_aliases(mlflow_client, name) if stopped else {}
+    for version in stopped:
         tags = version.tags
-        if tags.get(STATE) != PENDING or tags.get("source_run_id") == run_id:
-            continue
         held = aliases.get(str(version.version), [])
         if held:
             state = DONE
@@ -114,26 +125,66 @@ def candidate_tags(
 
 
 def register_versions(
-    name: str, context: RunContext, model_ids: dict[str, str], tags_for: dict[str, dict[str, str]]
+    name: str,
+    context: RunContext,
+    model_ids: dict[str, str],
+    tags_for: dict[str, dict[str, str]],
+    existing: list[Any] | None = None,
+    log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, str]:
-    """One version per candidate variant (variant -> version), reusing this run's earlier ones."""
-    import mlflow
+    """One version per candidate variant (variant -> version), reusing this run's earlier ones.
+
+    Created with the client's create_model_version, not mlflow.register_model: that one first
+    tries create_registered_model (an error round trip on every version after the first) and
+    re-reads the LoggedModel; here the model is created once and each version is one call.
+    Each version starts with a short description, replaced by the run summary when it is final.
+    """
+    from mlflow.exceptions import MlflowException
 
     mlflow_client = client(context.tracking_uri)
+    existing = all_versions(mlflow_client, name) if existing is None else existing
     mine = {
         v.tags.get("variant"): str(v.version)
-        for v in all_versions(mlflow_client, name)
+        for v in existing
         if v.tags.get("source_run_id") == context.run_id
     }
+    if not existing and tags_for:
+        try:
+            mlflow_client.create_registered_model(name)
+        except MlflowException as error:  # another run created it a moment ago
+            if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
     versions = {}
     for variant, tags in tags_for.items():
         if variant in mine:  # a retried task: the version exists, do not make a twin
             versions[variant] = mine[variant]
+            log(f"{name} v{mine[variant]} ({variant}) exists from this run's earlier try")
             continue
-        pending = {**tags, STATE: PENDING, "promotion": PENDING}
-        created = mlflow.register_model(f"models:/{model_ids[variant]}", name, tags=pending)
+        created = mlflow_client.create_model_version(
+            name,
+            source=f"models:/{model_ids[variant]}",
+            run_id=context.run_id,
+            tags={**tags, STATE: PENDING, "promotion": PENDING},
+            description=pending_description(variant, context),
+            model_id=model_ids[variant],
+            await_creation_for=0,  # the SQL store creates versions READY; nothing to wait for
+        )
         versions[variant] = str(created.version)
+        # What mlflow.register_model writes too: the LoggedModel page links to its version.
+        link = [{"name": name, "version": str(created.version)}]
+        mlflow_client.set_logged_model_tags(
+            model_ids[variant], {MODEL_VERSIONS_TAG: json.dumps(link)}
+        )
+        log(f"created {name} v{created.version} ({variant}, {len(tags) + 2} tags, pending)")
     return versions
+
+
+def pending_description(variant: str, context: RunContext) -> str:
+    """A version's description until its run's summary replaces it."""
+    return (
+        f"{variant} from MLflow run {context.run_id}: pending until the run moves its aliases "
+        "(then this becomes the run's summary)"
+    )
 
 
 def recheck(mlflow_client: Any, name: str, decisions: list[AliasDecision]) -> list[AliasDecision]:
@@ -206,7 +257,11 @@ def promotion_text(registration: Registration, variant: str) -> str:
 
 
 def finalize(
-    context: RunContext, registration: Registration, description: str, by: str
+    context: RunContext,
+    registration: Registration,
+    description: str,
+    by: str,
+    log: Callable[[str], None] = lambda _: None,
 ) -> list[str]:
     """Tags and descriptions first, then the aliases (the very last write), then state done."""
     mlflow_client = client(context.tracking_uri)
@@ -214,13 +269,16 @@ def finalize(
     if len(description) > DESCRIPTION_LIMIT:
         description = description[: DESCRIPTION_LIMIT - 40] + "\n\n(cut; summary.md has it all)"
     for variant, version in registration.versions.items():
-        mlflow_client.set_model_version_tag(
-            name, version, "promotion", promotion_text(registration, variant)
-        )
-        mlflow_client.update_model_version(name, version, description=description)
-    moved = _move_aliases(mlflow_client, registration, by, context.run_id)
+        with timed(log, f"{name} v{version}: promotion tag and description written"):
+            mlflow_client.set_model_version_tag(
+                name, version, "promotion", promotion_text(registration, variant)
+            )
+            mlflow_client.update_model_version(name, version, description=description)
+    with timed(log, "aliases moved"):
+        moved = _move_aliases(mlflow_client, registration, by, context.run_id)
     for version in registration.versions.values():
         mlflow_client.set_model_version_tag(name, version, STATE, DONE)
+    log(f"{name} versions {', '.join(registration.versions.values())}: state done")
     return moved
 
 
@@ -266,3 +324,52 @@ def _still_held_by(mlflow_client: Any, name: str, decision: AliasDecision) -> No
             f"{name}@{decision.alias} moved to v{now} during this run's registration "
             f"(this run decided against v{decision.against}); not overwriting it"
         )
+
+
+@contextmanager
+def timed(log: Callable[[str], None], what: str) -> Iterator[None]:
+    """Log `what` with the seconds it took, when it is done."""
+    started = time.perf_counter()
+    yield
+    log(f"{what} ({time.perf_counter() - started:.2f} s)")
+
+
+def register_candidates(
+    recipe: Recipe,
+    context: RunContext,
+    trained: TrainResult,
+    artifacts: list[ModelArtifact],
+    parity: list[ParityResult],
+    bench: list[BenchResult],
+    proposal: tuple[list[AliasDecision], dict[str, list[str]]],
+    model_ids: dict[str, str],
+    log: Callable[[str], None] = lambda _: None,
+) -> Registration:
+    """Inside the registry lock: repair half-done versions, re-check the champion, create the
+    versions (state pending), one log line per step. Aliases do not move here."""
+    decisions, floors = proposal
+    name = recipe.registry.model_name
+    if not recipe.registry.enabled:
+        return registration_record(recipe, decisions, {}, model_ids, floors)
+    mlflow_client = client(context.tracking_uri)
+    with timed(log, f"read the versions of {name}"):
+        existing = all_versions(mlflow_client, name)
+    with timed(log, "repaired versions that stopped runs left pending"):
+        for note in repair_half_done(mlflow_client, name, context.run_id, existing):
+            log(f"repaired {name} {note}")
+    with timed(log, "re-checked who holds the champion aliases"):
+        decisions = recheck(mlflow_client, name, decisions)
+    tags_for = candidate_tags(recipe, context, trained, artifacts, parity, bench, decisions, floors)
+    log(f"registering {name}: {', '.join(tags_for) or 'nothing'}")
+    with timed(log, "created the versions"):
+        versions = register_versions(name, context, model_ids, tags_for, existing, log)
+    return registration_record(recipe, decisions, versions, model_ids, floors)
+
+
+def record_best(tracking_uri: str, run_id: str, decisions: list[AliasDecision]) -> None:
+    """Run tags `best.<provider>`: the variant each champion-<provider> decision is about."""
+    mlflow_client = client(tracking_uri)
+    for decision in decisions:
+        if decision.alias.startswith("champion-") and decision.variant:
+            provider = decision.alias.removeprefix("champion-")
+            mlflow_client.set_tag(run_id, f"best.{provider}", decision.variant)

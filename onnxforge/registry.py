@@ -18,16 +18,63 @@ def log_variant_models(
     bench: list[BenchResult],
     example: Any,
 ) -> dict[str, str]:
-    """Log each variant as a LoggedModel with signature and input example; returns variant -> model id."""
-    import mlflow
+    """Log each variant as a LoggedModel (signature, input example, only its own metrics) and its
+    file under `onnx/`; returns variant -> model id. A retried call reuses the models it made.
+
+    No run is started here: `with mlflow.start_run(run_id=...)` ends the run (FINISHED) when the
+    block exits, and `Model.log` with a run copies every run metric of its step onto the model.
+    Instead each LoggedModel is created up front with this run as its source, filled by
+    `log_model(model_id=...)`, linked as the run's output, and given its own metrics by model_id.
+    """
     import mlflow.onnx
     import onnx
+    from mlflow.entities import LoggedModelOutput
+
+    mlflow_client = client(context.tracking_uri)
+    signature, example = _signature(artifacts, example)
+    existing = _logged_models(mlflow_client, context)
+    requirements = _pip_requirements()
+    model_ids = {}
+    for artifact in artifacts:
+        if artifact.variant in existing:  # a retried task: that model is complete already
+            model_ids[artifact.variant] = existing[artifact.variant]
+            continue
+        model = mlflow_client.create_logged_model(
+            context.experiment_id,
+            name=artifact.variant,
+            source_run_id=context.run_id,
+            tags={"variant": artifact.variant, "sha256": artifact.sha256},
+        )
+        mlflow.onnx.log_model(
+            onnx.load(artifact.path),
+            name=artifact.variant,
+            model_id=model.model_id,
+            signature=signature,
+            input_example=example,
+            onnx_execution_providers=["CPUExecutionProvider"],
+            save_as_external_data=False,
+            pip_requirements=requirements,
+        )
+        mlflow_client.log_outputs(context.run_id, [LoggedModelOutput(model.model_id, step=0)])
+        variant_metrics = {
+            **parity_metrics([p for p in parity if p.variant == artifact.variant]),
+            **bench_metrics([b for b in bench if b.variant == artifact.variant]),
+        }
+        log_metrics(context, variant_metrics, model_id=model.model_id)
+        mlflow_client.log_artifact(context.run_id, artifact.path, "onnx")
+        # READY last: a retry treats a READY model as complete and skips it
+        mlflow_client.finalize_logged_model(model.model_id, "READY")
+        model_ids[artifact.variant] = model.model_id
+    return model_ids
+
+
+def _signature(artifacts: list[ModelArtifact], example: Any) -> tuple[Any, Any]:
+    """The signature every variant shares, and the input example in the form it names."""
     from mlflow.models import infer_signature
 
     from onnxforge.inputs import named
     from onnxforge.runtime import input_names, make_session
 
-    client(context.tracking_uri)
     # Every variant keeps the export's inputs and outputs, so the fp32 export's outputs give the
     # signature for all (a GPU-only variant need not run here).
     reference = next(a for a in artifacts if a.variant == "fp32")
@@ -39,26 +86,31 @@ def log_variant_models(
     signature = infer_signature(
         example, outputs[0] if len(outputs) == 1 else dict(zip(output_names, outputs, strict=True))
     )
-    model_ids = {}
-    with mlflow.start_run(run_id=context.run_id):
-        for artifact in artifacts:
-            logged = mlflow.onnx.log_model(
-                onnx.load(artifact.path),
-                name=artifact.variant,
-                signature=signature,
-                input_example=example,
-                onnx_execution_providers=["CPUExecutionProvider"],
-                save_as_external_data=False,
-                tags={"variant": artifact.variant, "sha256": artifact.sha256},
-            )
-            mlflow.log_artifact(artifact.path, artifact_path="onnx")
-            model_ids[artifact.variant] = logged.model_id
-            variant_metrics = {
-                **parity_metrics([p for p in parity if p.variant == artifact.variant]),
-                **bench_metrics([b for b in bench if b.variant == artifact.variant]),
-            }
-            log_metrics(context, variant_metrics, model_id=logged.model_id)
-    return model_ids
+    return signature, example
+
+
+def _pip_requirements() -> list[str]:
+    """What serving an ONNX variant needs, pinned to this environment.
+
+    Given explicitly because without it MLflow infers them per model by starting a Python
+    process that loads the model and records what it imports (mlflow.onnx.save_model calls
+    mlflow.models.infer_pip_requirements): seconds per variant, most of this task's time.
+    """
+    import mlflow.onnx
+    import numpy
+
+    return [*mlflow.onnx.get_default_pip_requirements(), f"numpy=={numpy.__version__}"]
+
+
+def _logged_models(mlflow_client: Any, context: RunContext) -> dict[str, str]:
+    """variant -> model id of the READY LoggedModels this run already logged."""
+    found = mlflow_client.search_logged_models(
+        experiment_ids=[context.experiment_id],
+        filter_string=f"source_run_id = '{context.run_id}'",
+    )
+    return {
+        m.name: m.model_id for m in found if str(getattr(m.status, "name", m.status)) == "READY"
+    }
 
 
 def version_tags(

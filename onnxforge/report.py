@@ -10,6 +10,7 @@ from onnxforge.records import (
     OutputParity,
     ParityResult,
     Registration,
+    TrainResult,
     VariantBuild,
 )
 
@@ -175,3 +176,24 @@ def summary_json(**sections: Any) -> str:
         return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
     return json.dumps({key: dump(value) for key, value in sections.items()}, indent=2)
+
+
+def publish_summary_files(
+    context: Any,
+    trained: TrainResult,
+    builds: list[VariantBuild],
+    parity: list[ParityResult],
+    bench: list[BenchResult],
+    registration: Registration,
+) -> str:
+    """summary.md and summary.json into the MLflow run; returns the markdown."""
+    from onnxforge.tracking import client, run_url
+
+    markdown = summary_markdown(builds, parity, bench, registration, run_url(context))
+    report = summary_json(
+        trained=trained, builds=builds, parity=parity, bench=bench, registration=registration
+    )
+    mlflow_client = client(context.tracking_uri)
+    mlflow_client.log_text(context.run_id, markdown, "summary.md")
+    mlflow_client.log_text(context.run_id, report, "summary.json")
+    return markdown

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from onnxforge.adapters import get_adapter
-from onnxforge.datasets import Splits, load_splits
+from onnxforge.data_record import DataRecord, splits_for
+from onnxforge.datasets import Splits
 from onnxforge.inputs import sample_shape
 from onnxforge.recipe import Recipe
-from onnxforge.records import TrainResult, sha256_of, write_atomically
+from onnxforge.records import EpochMetrics, TrainResult, sha256_of, write_atomically
 from onnxforge.scoring import accuracy, is_class_scores
 
 
@@ -36,18 +37,27 @@ def load_source_model(recipe: Recipe, checkpoint: str | Path, splits: Splits) ->
 
 
 def train_model(
-    recipe: Recipe, out_dir: Path, on_epoch: Callable[[int, dict[str, float]], None]
+    recipe: Recipe,
+    out_dir: Path,
+    on_epoch: Callable[[int, dict[str, float]], None],
+    data: DataRecord | None = None,
 ) -> TrainResult:
     """Fit the recipe's model (or take its checkpoint as is), save the weights, score val/test."""
     adapter = get_adapter(recipe.model.framework)
-    splits = load_splits(recipe.dataset)
+    splits = splits_for(recipe, data)
     model = fresh_model(recipe, splits)
     if recipe.model.checkpoint is not None:
         adapter.load_checkpoint(model, recipe.model.checkpoint)
     started = time.perf_counter()
     epochs_run = 0
+    history: list[EpochMetrics] = []
+
+    def record(epoch: int, metrics: dict[str, float]) -> None:
+        history.append(EpochMetrics(epoch=epoch, metrics={k: float(v) for k, v in metrics.items()}))
+        on_epoch(epoch, metrics)
+
     if recipe.train.enabled:
-        adapter.fit(model, splits, recipe.train, on_epoch)
+        adapter.fit(model, splits, recipe.train, record)
         epochs_run = recipe.train.epochs
     seconds = time.perf_counter() - started
     checkpoint = write_atomically(
@@ -64,6 +74,7 @@ def train_model(
         val_accuracy=_accuracy(adapter.predict(reloaded, splits.x_val)[0], splits.y_val),
         test_accuracy=_accuracy(adapter.predict(reloaded, splits.x_test)[0], splits.y_test),
         seconds=seconds,
+        history=tuple(history),
     )
 
 
@@ -73,3 +84,13 @@ def _accuracy(scores: Any, labels: Any) -> float | None:
     if labels is None or not is_class_scores(scores):
         return None
     return accuracy(scores, labels)
+
+
+def final_metrics(result: TrainResult, reused: bool) -> dict[str, float | None]:
+    """The run-level training numbers; `train.reused` is 1 when a stored training was taken."""
+    return {
+        "train.final_val_accuracy": result.val_accuracy,
+        "train.test_accuracy": result.test_accuracy,
+        "train.seconds": result.seconds,
+        "train.reused": 1.0 if reused else 0.0,
+    }

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from onnxforge.bench_report import bench_table, plot_accuracy_latency, plot_latency, write_tables
+from onnxforge.bench_report import publish_bench_report
 from onnxforge.benchmark import baseline_provider, bench_provider, benchmark_inputs
+from onnxforge.data_record import DataRecord
 from onnxforge.metrics import bench_metrics
 from onnxforge.recipe import Recipe
 from onnxforge.records import BenchResult, ChampionRecord, ModelArtifact, ParityResult, TrainResult
 from onnxforge.rounds import with_speedups
-from onnxforge.tracking import RunContext, client, log_metrics
+from onnxforge.tracking import RunContext, log_metrics
+from tasks.cache import MLFLOW_IO_RETRIES
+from tasks.locks import bench_host_lock
 
 
 @task(name="benchmark-provider", cache_policy=NO_CACHE, task_run_name="benchmark-{provider}")
@@ -25,13 +26,15 @@ def benchmark_provider(
     artifacts: list[ModelArtifact],
     champions: list[ChampionRecord],
     provider: str,
+    data: DataRecord,
     context: RunContext,
 ) -> list[BenchResult]:
     """Passing variants, the champion and (on one provider) the framework, in interleaved rounds."""
-    features = benchmark_inputs(recipe, Path(context.work_dir))
+    features = benchmark_inputs(recipe, Path(context.work_dir), data)
     with_baseline = recipe.benchmark.baseline and provider == baseline_provider(recipe)
     checkpoint = trained.checkpoint if with_baseline else None
-    rows = bench_provider(recipe, provider, artifacts, champions, checkpoint, features)
+    with bench_host_lock():  # one measurement at a time per host, across runs on this server
+        rows = bench_provider(recipe, provider, artifacts, champions, checkpoint, features, data)
     # One line per contender, not per batch size: the reason is the same for each.
     for variant, status, reason in dict.fromkeys((r.variant, r.status, r.reason) for r in rows):
         if status != "ok":
@@ -49,35 +52,14 @@ def benchmark_provider(
     return rows
 
 
-@task(name="benchmark-report", cache_policy=NO_CACHE)
+@task(name="benchmark-report", cache_policy=NO_CACHE, **MLFLOW_IO_RETRIES)
 def benchmark_report(
     recipe: Recipe, rows: list[BenchResult], parity: list[ParityResult], context: RunContext
 ) -> list[BenchResult]:
-    """Speedups, metrics, CSV/JSON table and PNG plots to MLflow; table and plots to Prefect."""
+    """Speedups and metrics, then the CSV/JSON table and PNG plots, to the MLflow run."""
     rows = with_speedups(rows)
     log_metrics(context, bench_metrics(rows))
     out_dir = Path(context.work_dir) / "benchmark"
-    table = bench_table(rows, parity)
     objective = recipe.registry.objective
-    plots = [
-        plot_latency(rows, out_dir / "latency_by_batch.png"),
-        plot_accuracy_latency(
-            rows,
-            parity,
-            objective.provider,
-            objective.batch_size,
-            out_dir / "accuracy_vs_latency.png",
-        ),
-    ]
-    mlflow_client = client(context.tracking_uri)
-    for path in [*write_tables(table, out_dir), *plots]:
-        mlflow_client.log_artifact(context.run_id, str(path), "benchmark")
-    create_table_artifact(
-        table, key="onnxforge-benchmark", description="contender x provider x batch, interleaved"
-    )
-    images = "\n\n".join(
-        f"![{p.stem}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
-        for p in plots
-    )
-    create_markdown_artifact(images, key="onnxforge-benchmark-plots", description="benchmark plots")
+    publish_bench_report(rows, parity, objective, out_dir, context.tracking_uri, context.run_id)
     return rows

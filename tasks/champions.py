@@ -8,12 +8,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from onnxforge.champions import evaluate_champions, fetch_champions
+from onnxforge.data_record import DataRecord
 from onnxforge.recipe import Recipe
 from onnxforge.records import ChampionRecord, TrainResult
 from onnxforge.tracking import RunContext
+from tasks.cache import MLFLOW_IO_RETRIES
 
 
-@task(name="fetch-champions", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 15])
+@task(name="fetch-champions", cache_policy=NO_CACHE, **MLFLOW_IO_RETRIES)
 def fetch_champion_versions(recipe: Recipe, context: RunContext) -> list[ChampionRecord]:
     """Download and sha256-check every version holding champion or champion-<provider>."""
     champions = fetch_champions(recipe, context.tracking_uri, Path(context.work_dir))
@@ -28,10 +30,10 @@ def fetch_champion_versions(recipe: Recipe, context: RunContext) -> list[Champio
 
 @task(name="evaluate-champions", cache_policy=NO_CACHE)
 def score_champions(
-    recipe: Recipe, trained: TrainResult, champions: list[ChampionRecord]
+    recipe: Recipe, trained: TrainResult, champions: list[ChampionRecord], data: DataRecord
 ) -> list[ChampionRecord]:
     """Each verified champion on this run's test split (accuracy, agreement with this model)."""
-    scored = evaluate_champions(recipe, trained.checkpoint, champions)
+    scored = evaluate_champions(recipe, trained.checkpoint, champions, data)
     logger = get_run_logger()
     for champion in scored:
         if champion.evaluation is not None:

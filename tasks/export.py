@@ -1,22 +1,31 @@
-"""The export task: the trained checkpoint to a checked fp32 ONNX file."""
+"""The export task: the trained checkpoint to a checked fp32 ONNX file (cached by its inputs)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
+from onnxforge.cache import export_key
+from onnxforge.data_record import DataRecord
 from onnxforge.export import export_model
 from onnxforge.recipe import Recipe
 from onnxforge.records import ModelArtifact, TrainResult
 from onnxforge.tracking import RunContext
+from tasks.cache import CACHED, verified_key
 
 
-@task(name="export", cache_policy=NO_CACHE)
-def export(recipe: Recipe, trained: TrainResult, context: RunContext) -> ModelArtifact:
+def _key(inputs: dict[str, Any]) -> str:
+    return export_key(inputs["recipe"], inputs["trained"].checkpoint_sha256, inputs["data"].sha256)
+
+
+@task(name="export", cache_key_fn=verified_key(_key), **CACHED)
+def export(
+    recipe: Recipe, trained: TrainResult, data: DataRecord, context: RunContext
+) -> ModelArtifact:
     """torch.onnx.export (dynamo, falling back to TorchScript), checker and shape inference."""
-    artifact = export_model(recipe, trained.checkpoint, Path(context.work_dir))
+    artifact = export_model(recipe, trained.checkpoint, Path(context.work_dir), data)
     get_run_logger().info(
         "exported %s by %s (%d bytes)", artifact.path, artifact.producer, artifact.size_bytes
     )

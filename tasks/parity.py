@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from onnxforge.data_record import DataRecord
 from onnxforge.metrics import parity_metrics
 from onnxforge.parity import check_all
 from onnxforge.recipe import Recipe
@@ -14,10 +15,14 @@ from onnxforge.tracking import RunContext, log_metrics
 
 @task(name="parity-validate", cache_policy=NO_CACHE)
 def validate_parity(
-    recipe: Recipe, trained: TrainResult, artifacts: list[ModelArtifact], context: RunContext
+    recipe: Recipe,
+    trained: TrainResult,
+    artifacts: list[ModelArtifact],
+    data: DataRecord,
+    context: RunContext,
 ) -> list[ParityResult]:
     """Run each variant on the test split; failing variants stay in the report with their reasons."""
-    results = check_all(recipe, trained.checkpoint, artifacts)
+    results = check_all(recipe, trained.checkpoint, artifacts, data)
     log_metrics(context, parity_metrics(results))
     logger = get_run_logger()
     for result in results:

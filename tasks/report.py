@@ -1,17 +1,17 @@
-"""The report task: the summary as MLflow artifacts and as Prefect markdown and link artifacts."""
+"""The report task: the summary as MLflow artifacts (tasks/outcome.py shows it in Prefect)."""
 
 from __future__ import annotations
 
 from prefect import task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from onnxforge.records import BenchResult, ParityResult, Registration, TrainResult, VariantBuild
-from onnxforge.report import summary_json, summary_markdown
-from onnxforge.tracking import RunContext, client, run_url
+from onnxforge.report import publish_summary_files
+from onnxforge.tracking import RunContext
+from tasks.cache import MLFLOW_IO_RETRIES
 
 
-@task(name="publish-summary", cache_policy=NO_CACHE)
+@task(name="publish-summary", cache_policy=NO_CACHE, **MLFLOW_IO_RETRIES)
 def publish_summary(
     trained: TrainResult,
     builds: list[VariantBuild],
@@ -20,15 +20,5 @@ def publish_summary(
     registration: Registration,
     context: RunContext,
 ) -> str:
-    """Write summary.md / summary.json to the MLflow run and show them in the Prefect UI."""
-    url = run_url(context)
-    markdown = summary_markdown(builds, parity, bench, registration, url)
-    report = summary_json(
-        trained=trained, builds=builds, parity=parity, bench=bench, registration=registration
-    )
-    mlflow_client = client(context.tracking_uri)
-    mlflow_client.log_text(context.run_id, markdown, "summary.md")
-    mlflow_client.log_text(context.run_id, report, "summary.json")
-    create_markdown_artifact(markdown, key="onnxforge-summary", description="variant by provider")
-    create_link_artifact(url, link_text="MLflow run", key="onnxforge-mlflow-run")
-    return markdown
+    """Write summary.md / summary.json to the MLflow run; returns the markdown."""
+    return publish_summary_files(context, trained, builds, parity, bench, registration)

@@ -1,26 +1,42 @@
-"""The variant task: make one registered ONNX variant from its parent (simplify, optimize, quantize)."""
+"""The variant task: make one registered ONNX variant from its parent (simplify, optimize, quantize).
+
+Cached by the parent file's sha256, the variant's settings, the calibration data and the code.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
-from onnxforge.datasets import load_splits
+from onnxforge.cache import variant_key
+from onnxforge.data_record import DataRecord, read_splits
 from onnxforge.recipe import Recipe
 from onnxforge.records import ModelArtifact, VariantBuild
 from onnxforge.tracking import RunContext
 from onnxforge.variant_build import build_variant
+from tasks.cache import CACHED, verified_key
 
 
-@task(name="make-variant", cache_policy=NO_CACHE, task_run_name="make-{name}")
+def _key(inputs: dict[str, Any]) -> str:
+    name = inputs["name"]
+    settings = dict(inputs["recipe"].requested_variants())[name]
+    return variant_key(name, settings, inputs["parent"].sha256, inputs["data"].sha256)
+
+
+@task(
+    name="make-variant",
+    task_run_name="make-{name}",
+    cache_key_fn=verified_key(_key),
+    **CACHED,
+)
 def make_variant(
-    recipe: Recipe, name: str, parent: ModelArtifact, context: RunContext
+    recipe: Recipe, name: str, parent: ModelArtifact, data: DataRecord, context: RunContext
 ) -> VariantBuild:
     """Build `name` from `parent`; a tool error is recorded on the build and the run goes on."""
     settings = dict(recipe.requested_variants())[name]
-    train_features = load_splits(recipe.dataset).x_train  # calibration data for static int8
+    train_features = read_splits(data).x_train  # calibration data for static int8
     build = build_variant(name, parent, settings, Path(context.work_dir), train_features)
     logger = get_run_logger()
     if build.artifact is None:

@@ -14,6 +14,19 @@ pytest_plugins = ["tests.servers"]
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = REPO / "configs" / "digits_cnn.yaml"
 
+# Few variants, one provider and batch size, short rounds: for whole-flow tests of what happens
+# around the measurements (promotion, resume, outcome), not of the measurements themselves.
+FAST = {
+    "train.epochs": "8",
+    "variants": "{simplified: {}, int8-dynamic: {}}",
+    "benchmark.providers": "[CPUExecutionProvider]",
+    "benchmark.batch_sizes": "[1]",
+    "benchmark.warmup": "2",
+    "benchmark.iterations": "10",
+    "benchmark.rounds": "3",
+    "benchmark.baseline": "false",
+}
+
 
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

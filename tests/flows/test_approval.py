@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import DEFAULT_RECIPE
-from tests.flows.test_trust import FAST
+from tests.conftest import DEFAULT_RECIPE, FAST
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +67,7 @@ def test_rejection_keeps_champion_and_approval_moves_it(
     from mlflow.exceptions import MlflowException
 
     name = "digits-approval"
-    client = mlflow.MlflowClient(tracking_uri=mlflow_store)
+    client = mlflow.MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
     rejected = _run_and_answer(name, {"approve": False, "note": "not tonight"})
     assert rejected.version is not None and not rejected.champion_moved
     assert rejected.reason.startswith("rejected: not tonight")

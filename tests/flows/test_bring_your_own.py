@@ -83,6 +83,7 @@ def test_bring_your_own_model(
 
     make, producer, baseline = KINDS[kind]
     monkeypatch.chdir(tmp_path)  # the user's own module is importable from the working directory
+    monkeypatch.setenv("ONNXFORGE_IMPORT_MODULES", "byo_models")  # the operator's allow-list
     recipe = make(tmp_path)
     registration = onnx_pipeline(recipe_path=str(recipe), overrides=QUICK)
     assert registration.version == "1", registration.reason
@@ -147,6 +148,7 @@ def test_a_two_input_model_trains_exports_and_registers(
 
     data = two_input_data(tmp_path)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ONNXFORGE_IMPORT_MODULES", "two_input")  # the operator's allow-list
     dataset = {
         "source": "npz",
         "path": str(data),

@@ -18,11 +18,14 @@ QUICK = {
 
 @pytest.mark.parametrize("architecture", ["keras_cnn", "keras_cnn_functional"])
 def test_keras_model_is_converted_validated_and_registered(
-    prefect_harness: None, mlflow_store: str, architecture: str
+    prefect_harness: None, mlflow_store: str, architecture: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mlflow
 
     from flows.onnx_pipeline import onnx_pipeline
+
+    # choosing the architecture is the operator's opt-in for overrides (a trusted test)
+    monkeypatch.setenv("ONNXFORGE_TRUSTED_OVERRIDES", "1")
 
     registration = onnx_pipeline(
         recipe_path=str(KERAS_RECIPE), overrides={**QUICK, "model.architecture": architecture}

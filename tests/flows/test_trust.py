@@ -18,21 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEFAULT_RECIPE, REPO
+from tests.conftest import DEFAULT_RECIPE, FAST, REPO
 
 pytestmark = pytest.mark.slow
-
-# Few variants, one provider and batch size, short rounds: the promotion logic is under test here.
-FAST = {
-    "train.epochs": "8",
-    "variants": "{simplified: {}, int8-dynamic: {}}",
-    "benchmark.providers": "[CPUExecutionProvider]",
-    "benchmark.batch_sizes": "[1]",
-    "benchmark.warmup": "2",
-    "benchmark.iterations": "10",
-    "benchmark.rounds": "3",
-    "benchmark.baseline": "false",
-}
 
 
 def _client(uri: str):
@@ -237,15 +225,17 @@ def test_the_registry_lock_admits_one_run_at_a_time(prefect_harness: None) -> No
         assert client.read_global_concurrency_limit_by_name(lock_name("digits-lock")).limit == 1
 
 
-def test_a_learning_rate_of_1e6_never_becomes_champion(
+def test_the_highest_learning_rate_allowed_never_becomes_champion(
     prefect_harness: None, mlflow_store: str
 ) -> None:
+    """learning_rate 1e6 is refused before work (tests/unit/test_trust_boundary.py); 10, the
+    schema's bound, still trains garbage, and garbage never becomes champion."""
     from flows.onnx_pipeline import onnx_pipeline
 
     name = "digits-garbage"
     registration = onnx_pipeline(
         recipe_path=str(DEFAULT_RECIPE),
-        overrides={**FAST, "register.model_name": name, "train.learning_rate": "1e6"},
+        overrides={**FAST, "register.model_name": name, "train.learning_rate": "10"},
     )
     assert not registration.champion_moved
     client = _client(mlflow_store)

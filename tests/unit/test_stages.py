@@ -314,8 +314,12 @@ def test_report_tables_and_plots_are_written(
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_keras_saved_model_folder_is_exported_and_matches(tmp_path: Path) -> None:
+def test_a_keras_saved_model_folder_is_exported_and_matches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from onnxforge.adapters.keras import KerasAdapter
+
+    monkeypatch.setenv("ONNXFORGE_TRUSTED_OVERRIDES", "1")  # the override names a model file
     from onnxforge.adapters.keras_models import keras_cnn
 
     KerasAdapter().seed(0)
@@ -341,6 +345,7 @@ def test_integer_token_inputs_export_with_named_batch_and_sequence_axes(
     working_dir = tmp_path / "cwd"
     working_dir.mkdir()
     monkeypatch.chdir(working_dir)
+    monkeypatch.setenv("ONNXFORGE_TRUSTED_OVERRIDES", "1")  # the override sets model.kwargs
     small = {
         "model.kwargs": "{vocab_size: 64, d_model: 16, heads: 2, layers: 1, ff: 32}",
         "train.epochs": "1",
@@ -388,6 +393,8 @@ def test_every_output_is_exported_and_held_to_parity(
 ) -> None:
     (tmp_path / "two_heads.py").write_text(MULTI_OUTPUT)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ONNXFORGE_IMPORT_MODULES", "two_heads")  # the operator's allow-list
+    monkeypatch.setenv("ONNXFORGE_TRUSTED_OVERRIDES", "1")  # the override names the module
     recipe = load_recipe(
         DEFAULT_RECIPE, {"model": "{architecture: 'two_heads:TwoHeads'}", "train.epochs": "2"}
     )
