@@ -4,8 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 RECIPE ?= configs/digits_cnn.yaml
+POOL ?= onnxforge-process
+# Debian's Chromium for the browser test (tests/flows/test_browser.py), driven by playwright.
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install run test test-fast lint format serve server clean
+.PHONY: install run test test-fast lint format serve deploy worker automation server stop-server clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,12 +16,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,keras]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install onnxforge with its pinned stack
+install: $(STAMP) $(CHROMIUM)  ## create .venv, install onnxforge with its pinned stack, Chromium
+
+# `playwright install` is never used: it downloads browser builds from a CDN; Debian's package
+# is the browser the tests drive.
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium
 
 run: $(STAMP)  ## run the default recipe end to end (embedded Prefect + MLflow)
 	$(BIN)/onnxforge run $(RECIPE)
 
-test: $(STAMP)  ## the whole test suite (what CI runs)
+test: $(STAMP) $(CHROMIUM)  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)  ## unit and config tests only (no whole-flow runs)
@@ -30,11 +39,23 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-server: $(STAMP)  ## start a Prefect server and an MLflow server in the background
+server: $(STAMP)  ## Prefect + MLflow servers with authentication, in the background
 	bash deployments/start_servers.sh
 
-serve: $(STAMP)  ## serve the nightly deployment (needs `make server` and its exported URLs)
+stop-server:  ## stop what `make server` started
+	bash deployments/stop_servers.sh
+
+serve: $(STAMP)  ## serve every recipe's nightly deployment (needs `make server`'s exports)
 	$(BIN)/python deployments/serve.py
+
+deploy: $(STAMP)  ## register the same deployments on the process work pool $(POOL)
+	$(BIN)/python deployments/deploy.py --pool $(POOL)
+
+worker: $(STAMP)  ## run the work pool's flow runs from this checkout
+	$(BIN)/prefect worker start --pool $(POOL)
+
+automation: $(STAMP)  ## create the example automation: champion moved -> pull-champion
+	$(BIN)/python deployments/automation.py
 
 clean:  ## remove generated state (MLflow store, Prefect home, ONNX files)
 	rm -rf .onnxforge mlruns mlartifacts mlflow.db

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
+from flows.params import DEFAULT_RECIPE, OverrideValue, RecipePath, run_name
 from onnxforge.records import (
     Registration,
     VariantBuild,
@@ -15,52 +16,68 @@ from onnxforge.records import (
 from tasks.approval import await_approval
 from tasks.benchmark import benchmark_provider, benchmark_report
 from tasks.champions import fetch_champion_versions, score_champions
+from tasks.data import materialize_data
 from tasks.export import export
+from tasks.hooks import MLFLOW_RUN_HOOKS
+from tasks.outcome import publish_outcome
 from tasks.parity import validate_parity
 from tasks.prepare import close_run, open_run, validate_recipe
 from tasks.register import log_models, promote, propose_promotion, register, registry_lock
 from tasks.report import publish_summary
-from tasks.train import train
+from tasks.train import log_training, train
 from tasks.variants import make_variant
 
-DEFAULT_RECIPE = "configs/digits_cnn.yaml"
+
+def _flow_run_name() -> str:
+    return run_name(flow_run.parameters.get("recipe_path", DEFAULT_RECIPE))
 
 
-@flow(name="onnx-pipeline")
+@flow(name="onnx-pipeline", flow_run_name=_flow_run_name, **MLFLOW_RUN_HOOKS)
 def onnx_pipeline(
-    recipe_path: str = DEFAULT_RECIPE, overrides: dict[str, str] | None = None
+    recipe_path: RecipePath = DEFAULT_RECIPE,
+    overrides: dict[str, OverrideValue] | None = None,
+    no_cache: bool = False,
 ) -> Registration:
-    """Run a recipe end to end; `overrides` are dotted keys, e.g. {"train.epochs": "5"}."""
+    """Run a recipe end to end: train, export, build variants, check parity, benchmark, register.
+
+    Args:
+        recipe_path: The recipe to run, a YAML file in configs/.
+        overrides: Recipe fields to change for this run, by dotted key, e.g.
+            {"train.epochs": 5, "benchmark.batch_sizes": [1, 8]}; a string value is read as YAML.
+        no_cache: Train, export and build every variant again even when a stored result for the
+            same recipe, data and code exists.
+    """
     recipe = validate_recipe(recipe_path, overrides)
     context = open_run(recipe, recipe_path, str(flow_run.id))
-    try:
-        champions = fetch_champion_versions(recipe, context)
-        trained = train(recipe, context)
-        fp32 = export(recipe, trained, context)
-        builds = [VariantBuild(variant="fp32", artifact=fp32)]
-        for name, _ in recipe.requested_variants():  # simplify, optimize, quantize, in build order
-            builds.append(make_variant(recipe, name, parent_for(name, builds), context))
-        artifacts = built_artifacts(builds)
-        parity = validate_parity(recipe, trained, artifacts, context)
-        champions = score_champions(recipe, trained, champions)
-        passing = passing_artifacts(artifacts, parity)
-        bench = []
-        for provider in recipe.benchmark.providers:  # the champion runs in the same rounds
-            bench += benchmark_provider(recipe, trained, passing, champions, provider, context)
-        bench = benchmark_report(recipe, bench, parity, context)
-        model_ids = log_models(recipe, artifacts, parity, bench, context)
-        proposal = propose_promotion(recipe, artifacts, parity, bench, champions, context)
-        if recipe.registry.approval == "required":
-            decisions = await_approval(proposal[0], recipe.registry.approval_timeout_s)
-            proposal = (decisions, proposal[1])
-        with registry_lock(recipe.registry.model_name):  # read, create, move: one critical section
-            registration = register(
-                recipe, trained, artifacts, parity, bench, proposal, model_ids, context
-            )
-            summary = publish_summary(trained, builds, parity, bench, registration, context)
-            promote(registration, summary, context)  # aliases move last
-    except BaseException:
-        close_run(context, "FAILED")
-        raise
-    close_run(context, "FINISHED")
-    return registration
+    fresh = {"refresh_cache": True} if no_cache else {}
+    data = materialize_data(recipe, context)
+    champions = fetch_champion_versions(recipe, context)
+    trained = train.with_options(**fresh)(recipe, data, context)
+    log_training(trained, context)
+    fp32 = export.with_options(**fresh)(recipe, trained, data, context)
+    builds = [VariantBuild(variant="fp32", artifact=fp32)]
+    for name, _ in recipe.requested_variants():  # simplify, optimize, quantize, in build order
+        parent = parent_for(name, builds)
+        builds.append(make_variant.with_options(**fresh)(recipe, name, parent, data, context))
+    artifacts = built_artifacts(builds)
+    parity = validate_parity(recipe, trained, artifacts, data, context)
+    champions = score_champions(recipe, trained, champions, data)
+    passing = passing_artifacts(artifacts, parity)
+    bench = []
+    for provider in recipe.benchmark.providers:  # the champion runs in the same rounds
+        bench += benchmark_provider(recipe, trained, passing, champions, provider, data, context)
+    bench = benchmark_report(recipe, bench, parity, context)
+    model_ids = log_models(artifacts, parity, bench, data, context)
+    proposal = propose_promotion(recipe, artifacts, parity, bench, champions, data, context)
+    if recipe.registry.approval == "required":
+        decisions = await_approval(proposal[0], recipe.registry.approval_timeout_s)
+        proposal = (decisions, proposal[1])
+    with registry_lock(recipe.registry.model_name):  # read, create, move: one critical section
+        registration = register(
+            recipe, trained, artifacts, parity, bench, proposal, model_ids, context
+        )
+        summary = publish_summary(trained, builds, parity, bench, registration, context)
+        promote(registration, summary, context)  # aliases move last
+    outcome = publish_outcome(registration, summary, bench, parity, context)
+    close_run(context, "FINISHED")  # last: a failure before this ends the run FAILED, not FINISHED
+    return outcome

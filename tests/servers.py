@@ -108,3 +108,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         yield MlflowServer(uri=uri, artifacts_dir=artifacts, log_path=log_path)
     finally:
         _stop(process)
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    """The variables in deployments/start_servers.sh's credentials.env (`export KEY='value'`)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        values[key] = value.strip("'")
+    return values
