@@ -99,6 +99,16 @@ echo $! >"$STATE/mlflow.pid"
 for _ in $(seq 1 90); do
   if curl -fs "http://$HOST:$PREFECT_PORT/api/health" >/dev/null \
     && curl -fs "http://$HOST:$MLFLOW_PORT/health" >/dev/null; then
+    # /health needs no login: check that the credentials clients will use are accepted (the
+    # admin password is set on the first start only and kept in mlflow_auth.db).
+    if ! curl -fs -u "$MLFLOW_TRACKING_USERNAME:$MLFLOW_TRACKING_PASSWORD" \
+      "http://$HOST:$MLFLOW_PORT/api/2.0/mlflow/experiments/search?max_results=1" >/dev/null; then
+      echo "error: MLflow refuses MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD: its admin" \
+        "password was set on the first start in $STATE (mlflow_auth.db); use that one, change it" \
+        "with MLflow's user API, or start from an empty STATE" >&2
+      STATE=$STATE bash "$REPO/deployments/stop_servers.sh" >/dev/null 2>&1 || true
+      exit 2
+    fi
     if [[ -f "$CREDENTIALS" ]] && ((given == 0)); then
       exports="source $CREDENTIALS"
     else

@@ -170,3 +170,25 @@ def test_the_example_automation_runs_the_pull_when_a_champion_moves(servers) -> 
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     parameters = json.loads(result.stdout.strip().splitlines()[-1])
     assert parameters["model"] == "auto-model" and parameters["alias"] == "champion"
+
+
+def test_credentials_the_mlflow_store_does_not_know_are_refused(servers) -> None:
+    """The admin password is set on the first start; a later start with another one would
+    report healthy servers that refuse every client, so it stops with a clear error."""
+    state, prefect_port, mlflow_port, output = servers
+    env = _env(state, PREFECT_PORT=str(prefect_port), MLFLOW_PORT=str(mlflow_port))
+    subprocess.run(["bash", str(REPO / "deployments" / "stop_servers.sh")], env=env, timeout=60)
+    other = {
+        "PREFECT_API_AUTH_STRING": "admin:another-secret-value",
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": "another-secret-value",
+    }
+    result = subprocess.run(
+        ["bash", str(REPO / "deployments" / "start_servers.sh")],
+        env={**env, **other},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "MLflow refuses MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD" in result.stderr
