@@ -4,7 +4,8 @@ The parent starts one fresh interpreter per contender (an ONNX variant on one pr
 current champion, or the framework baseline), so one contender's allocations, thread pools and
 caches never colour another's. The protocol is one JSON object per line:
 
-    parent -> {"load": {...}}                       worker -> {"ok": true, "session_ms": ...}
+    parent -> {"load": {...}}                       worker -> {"ok": true, "session_ms": ...,
+                                                               "unsupported": {"16": "why"}}
     parent -> {"batch_size": 16, "iterations": 50}  worker -> {"ok": true, "timings_ms": [...]}
 
 and end of input ends the process. Replies are prefixed with MARKER so that whatever a library
@@ -26,11 +27,23 @@ MARKER = "@@onnxforge-bench "
 PARENT_ENV = "ONNXFORGE_BENCH_PARENT"  # the pid this worker must not outlive
 
 
+class BatchRefused(Exception):
+    """This contender cannot run this batch size (e.g. its inputs fix the batch at another)."""
+
+
+def _refusing(reason: str) -> Callable[[], Any]:
+    def call() -> Any:
+        raise BatchRefused(reason)
+
+    return call
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
 def _onnx_calls(request: dict[str, Any], batches: dict[int, Any]) -> dict[int, Callable[[], Any]]:
+    from onnxforge.batching import refused_batch
     from onnxforge.inputs import named
     from onnxforge.runtime import input_names, make_session
 
@@ -40,8 +53,15 @@ def _onnx_calls(request: dict[str, Any], batches: dict[int, Any]) -> dict[int, C
         request["intra_op_threads"],
         request["inter_op_threads"],
     )
-    feeds = {size: named(batch, input_names(session)) for size, batch in batches.items()}
-    return {size: (lambda feed=feed: session.run(None, feed)) for size, feed in feeds.items()}
+    calls: dict[int, Callable[[], Any]] = {}
+    for size, batch in batches.items():
+        refusal = refused_batch(session, size)
+        if refusal is not None:
+            calls[size] = _refusing(refusal)
+            continue
+        feed = named(batch, input_names(session))
+        calls[size] = lambda feed=feed: session.run(None, feed)
+    return calls
 
 
 def _framework_calls(
@@ -51,6 +71,7 @@ def _framework_calls(
     from onnxforge.data_record import read_file
     from onnxforge.datasets import load_splits
     from onnxforge.recipe import Recipe
+    from onnxforge.tool_errors import framework_errors
     from onnxforge.training import load_source_model
 
     recipe = Recipe.model_validate(request["recipe"])
@@ -59,11 +80,20 @@ def _framework_calls(
     data = request.get("data")  # the run's materialised splits: {"path", "sha256"}
     splits = read_file(data["path"], data["sha256"]) if data else load_splits(recipe.dataset)
     model = load_source_model(recipe, request["checkpoint"], splits)
-    return {size: adapter.latency_callable(model, batch) for size, batch in batches.items()}
+    calls: dict[int, Callable[[], Any]] = {}
+    for size, batch in batches.items():
+        try:
+            calls[size] = adapter.latency_callable(model, batch)
+        except framework_errors() as error:  # e.g. a brought ONNX file whose batch is fixed
+            calls[size] = _refusing(str(error))
+    return calls
 
 
-def load(request: dict[str, Any]) -> tuple[dict[int, Callable[[], Any]], dict[str, float]]:
-    """Create the session (or model) once, one callable per batch size, each warmed up."""
+def load(
+    request: dict[str, Any],
+) -> tuple[dict[int, Callable[[], Any]], dict[str, float], dict[int, str]]:
+    """Create the session (or model) once, one callable per batch size, each warmed up (at least
+    one call: a batch size the contender cannot run is returned with its reason instead)."""
     from onnxforge.inputs import load as load_features
     from onnxforge.inputs import tile
 
@@ -74,10 +104,18 @@ def load(request: dict[str, Any]) -> tuple[dict[int, Callable[[], Any]], dict[st
     make_calls = _framework_calls if request["kind"] == "framework" else _onnx_calls
     calls = make_calls(request, batches)
     session_ms = (time.perf_counter() - started) * 1000.0
-    for call in calls.values():
-        for _ in range(request["warmup"]):
-            call()
-    return calls, {"session_ms": session_ms, "rss_before_mb": rss_before}
+    refused = _tool_errors(request["kind"]) + (BatchRefused,)
+    unsupported: dict[int, str] = {}
+    for size, call in list(calls.items()):
+        try:
+            for _ in range(max(1, request["warmup"])):
+                call()
+        except refused as error:
+            unsupported[size] = (
+                str(error) if isinstance(error, BatchRefused) else _failure(error)["error"]
+            )
+            del calls[size]
+    return calls, {"session_ms": session_ms, "rss_before_mb": rss_before}, unsupported
 
 
 def time_calls(
@@ -117,11 +155,13 @@ def _tool_errors(kind: str) -> tuple[type[BaseException], ...]:
 def _serve(request: dict[str, Any]) -> None:
     refused = _tool_errors(request["kind"])
     try:
-        calls, loaded = load(request)
+        calls, loaded, unsupported = load(request)
     except refused as error:  # the parent records it as an 'unsupported' row
         _reply(_failure(error))
         return
-    _reply({"ok": True, "session_ms": loaded["session_ms"]})
+    # batch sizes this contender cannot run: 'unsupported' rows with their reason
+    refused_sizes = {str(size): reason for size, reason in unsupported.items()}
+    _reply({"ok": True, "session_ms": loaded["session_ms"], "unsupported": refused_sizes})
     for line in sys.stdin:
         if not line.strip():
             continue

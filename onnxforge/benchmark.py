@@ -7,6 +7,8 @@ so every contender sees the same moments of a noisy machine and ratios are taken
 Only one set of rounds runs at a time on the machine (a file lock in the system temp folder, not
 per ONNXFORGE_HOME, so runs with different homes do not measure at the same time). A worker
 dies with this process even on SIGKILL (onnxforge.procs), so it never measures on unlocked.
+A batch size a contender cannot run (a model whose inputs fix the batch at another size) is an
+`unsupported` row with the worker's reason, and that size is never asked of it.
 A worker that does not answer in time is a `timeout` row, one that dies a `crashed` row; an
 error in onnxforge's own code inside a worker raises StageError instead of becoming a row.
 """
@@ -186,6 +188,7 @@ def _run_rounds(
 ) -> list[BenchResult]:
     results: dict[tuple[str, int], BenchResult] = {}
     loaded: dict[str, dict[str, Any]] = {}
+    refused: dict[str, dict[int, str]] = {}  # batch sizes a contender cannot run, with why
     for contender in contenders:
         base = _base(contender, provider, spec)
         worker = workers[contender.label] = Worker(contender)
@@ -195,6 +198,7 @@ def _run_rounds(
             reply = {"ok": False, "error": str(gone), "status": gone.status}
         if reply["ok"]:
             loaded[contender.label] = {"session_ms": reply["session_ms"], **base}
+            refused[contender.label] = {int(s): r for s, r in reply.get("unsupported", {}).items()}
             continue
         worker.close()
         del workers[contender.label]
@@ -207,8 +211,19 @@ def _run_rounds(
             )
     gone: dict[str, tuple[str, str]] = {}  # workers that hung or died: no later batch size
     for size in spec.batch_sizes:
-        results.update(_rounds_for_batch(size, provider, spec, workers, loaded, gone))
+        runs = {label: size not in refused.get(label, {}) for label in loaded}
+        for label in [label for label, ok in runs.items() if not ok]:  # never asked at this size
+            results[(label, size)] = _refused_row(loaded[label], size, refused[label][size])
+        asked = {label: worker for label, worker in workers.items() if runs[label]}
+        measured = {label: entry for label, entry in loaded.items() if runs[label]}
+        results.update(_rounds_for_batch(size, provider, spec, asked, measured, gone))
     return [results[(c.label, s)] for c in contenders for s in spec.batch_sizes]
+
+
+def _refused_row(loaded: dict[str, Any], size: int, reason: str) -> BenchResult:
+    """An 'unsupported' row for a batch size the contender's worker said it cannot run."""
+    base = {k: v for k, v in loaded.items() if k != "session_ms"}
+    return BenchResult(**base, batch_size=size, status="unsupported", reason=reason)
 
 
 def _rounds_for_batch(

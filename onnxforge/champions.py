@@ -65,9 +65,10 @@ def evaluate_champions(
 ) -> list[ChampionRecord]:
     """Score each verified champion on this run's test split, against this run's source model."""
     from onnxforge.adapters import get_adapter
+    from onnxforge.batching import run_accepted
     from onnxforge.data_record import splits_for
     from onnxforge.parity import compare_outputs, parity_provider
-    from onnxforge.runtime import make_session, run_batched
+    from onnxforge.runtime import make_session
     from onnxforge.training import load_source_model
     from onnxforge.variants import EXACT, VARIANTS
 
@@ -88,7 +89,7 @@ def evaluate_champions(
         try:
             # where this run checks the same kind of variant (an fp16 champion needs a GPU)
             session = make_session(champion.path, provider or "CPUExecutionProvider")
-            outputs = run_batched(session, splits.x_test)
+            outputs = run_accepted(session, splits.x_test)  # at the batch it accepts
         except Exception as error:  # noqa: BLE001 - ORT refuses inputs of another shape or type
             # with several exception types; the champion is then not comparable, which is a result
             reason = f"it does not run on this run's inputs: {str(error).splitlines()[0][:200]}"

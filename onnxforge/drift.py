@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from onnxforge.inputs import count, take
 from onnxforge.records import LayerDrift
 
 
@@ -19,11 +21,15 @@ def _activations(
         modify_model_output_intermediate_tensors,
     )
 
+    from onnxforge.batching import file_batch
     from onnxforge.variants.quantization import ArrayReader, graph_input_names
 
     augmented = scratch / f"{tag}.onnx"
     modify_model_output_intermediate_tensors(model_path, augmented)
-    reader = ArrayReader(graph_input_names(Path(model_path)), features)
+    fixed = file_batch(model_path)  # a fixed-batch model is fed whole batches of its size
+    if fixed is not None:
+        features = take(features, slice(0, count(features) // fixed * fixed))
+    reader = ArrayReader(graph_input_names(Path(model_path)), features, fixed or 16)
     return collect_activations(str(augmented), reader)
 
 
@@ -64,9 +70,33 @@ def drifting_layers(
                 a.shape == b.shape for a, b in zip(float_acts[name], quant_acts[name], strict=False)
             )
         }
-    producers = _producers(float_path)
-    scores = sorted((sqnr(f, q), name) for name, (f, q) in pairs.items() if name in producers)
+    return rank_layers(pairs, _producers(float_path), sqnr, top)
+
+
+def identical(float_arrays: list[np.ndarray], quant_arrays: list[np.ndarray]) -> bool:
+    """The same values in both models (e.g. an all-zero mask): no drift to report."""
+    return len(float_arrays) == len(quant_arrays) and all(
+        np.array_equal(f, q) for f, q in zip(float_arrays, quant_arrays, strict=True)
+    )
+
+
+def rank_layers(
+    pairs: dict[str, tuple[list[np.ndarray], list[np.ndarray]]],
+    producers: dict[str, str],
+    sqnr: Any,
+    top: int = 5,
+) -> list[LayerDrift]:
+    """The `top` tensors with the lowest SQNR (`sqnr(float, quant)` in dB). Tensors identical in
+    both models are left out: their SQNR is 0/0 (NaN, or 0 dB), which would rank a tensor the
+    quantizer never touched as the worst layer."""
+    scores = []
+    for name, (float_arrays, quant_arrays) in pairs.items():
+        if name not in producers or identical(float_arrays, quant_arrays):
+            continue
+        score = float(sqnr(float_arrays, quant_arrays))
+        if not np.isnan(score):
+            scores.append((score, name))
     return [
-        LayerDrift(tensor=name, node=producers[name], sqnr_db=float(score))
-        for score, name in scores[:top]
+        LayerDrift(tensor=name, node=producers[name], sqnr_db=score)
+        for score, name in sorted(scores)[:top]
     ]

@@ -33,20 +33,23 @@ def export_model(
             producer = adapter.export(model, example, recipe.export, temp)
         except RuntimeError as error:
             raise StageError("export", str(error), variant="fp32") from None
-        stamp_and_check(temp, producer, recipe.export)
+        # a brought ONNX file keeps its fixed dims (a fixed batch is run at the size it accepts)
+        stamp_and_check(temp, producer, recipe.export, getattr(adapter, "keeps_file_shapes", False))
 
     path = write_atomically(out_dir / "fp32.onnx", write)
     return describe_onnx(path, "fp32", None, producer)
 
 
-def name_dynamic_axes(model: Any, spec: Any) -> None:
+def name_dynamic_axes(model: Any, spec: Any, keep_fixed: bool = False) -> None:
     """Give each input's symbolic dims (and the outputs' batch dim) the recipe's names; a declared
-    axis that came out fixed is an export error."""
+    axis that came out fixed is an export error, unless `keep_fixed` (a file brought as it is)."""
     initializers = {init.name for init in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     for graph_input in graph_inputs:
         dims = graph_input.type.tensor_type.shape.dim
         for index, name in spec.axes_for(graph_input.name).items():
+            if keep_fixed and index < len(dims) and dims[index].HasField("dim_value"):
+                continue
             if index >= len(dims) or dims[index].HasField("dim_value"):
                 raise StageError(
                     "export",
@@ -62,12 +65,12 @@ def name_dynamic_axes(model: Any, spec: Any) -> None:
             out_dims[0].dim_param = batch
 
 
-def stamp_and_check(path: Path, producer: str, axes: Any) -> None:
+def stamp_and_check(path: Path, producer: str, axes: Any, keep_fixed: bool = False) -> None:
     """Record the producer in the metadata, name the dynamic axes, full-check, infer shapes."""
     import onnx
 
     model = onnx.load(str(path))
-    name_dynamic_axes(model, axes)
+    name_dynamic_axes(model, axes, keep_fixed)
     entry = next((p for p in model.metadata_props if p.key == EXPORTER_KEY), None)
     if entry is None:
         entry = model.metadata_props.add()

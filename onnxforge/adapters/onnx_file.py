@@ -4,6 +4,10 @@ The "source model" is the user's file run on ONNX Runtime's CPU provider: parity
 against it and it is the benchmark baseline. External data next to the file is folded into the
 pipeline's own copy, so later stages never lose it (tools that copy the .onnx alone, such as
 `quant_pre_process`, fail on a model whose `.onnx.data` stayed behind).
+
+A file whose batch (dimension 0) is fixed, as model zoos often ship them, is run in batches of
+that size; `export.make_batch_dynamic: true` rewrites it to a symbolic `batch` when that is
+provably safe (onnxforge/batch_safety.py) and the rewrite gives the original's outputs.
 """
 
 from __future__ import annotations
@@ -42,6 +46,51 @@ def check_onnx_file(path: Path) -> None:
         raise ValueError(f"model.file: {path} fails the ONNX checker: {first}") from None
 
 
+def file_opset(path: Path) -> int:
+    """The default-domain opset the file declares (what the run logs as export.opset)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def batch_dynamic_refusal(path: Path) -> str | None:
+    """Why export.make_batch_dynamic cannot rewrite this file; None when it can (or has nothing
+    to do: dimension 0 is already symbolic)."""
+    import onnx
+
+    from onnxforge.batch_safety import unsafe_reason
+    from onnxforge.batching import fixed_batch
+
+    proto = onnx.load(str(path), load_external_data=False)
+    batch = fixed_batch(proto)
+    if batch is None:
+        return None
+    reason = unsafe_reason(proto, batch)
+    if reason is None:
+        return None
+    return f"cannot make the fixed batch of {batch} dynamic: {reason}; set it to false"
+
+
+def batch_problem(recipe: Any) -> str | None:
+    """'field: why' when the recipe asks what the file's fixed batch cannot give: a rewrite the
+    graph does not allow, or an objective at a batch size the file does not accept."""
+    from onnxforge.batching import file_batch
+
+    path = Path(recipe.model.file)
+    if recipe.export.make_batch_dynamic:
+        refusal = batch_dynamic_refusal(path)
+        return None if refusal is None else f"export.make_batch_dynamic: {refusal}"
+    batch = file_batch(str(path))
+    objective = recipe.registry.objective
+    if batch is None or objective.metric == "size_bytes" or objective.batch_size == batch:
+        return None
+    return (
+        f"register.objective.batch_size: {path.name} fixes its batch at {batch}, so only batch "
+        f"{batch} is measured; expected {batch}, or set export.make_batch_dynamic: true"
+    )
+
+
 class OnnxSource:
     """A user's ONNX file and, once needed, a CPU session over it."""
 
@@ -65,6 +114,7 @@ class OnnxAdapter:
     name = "onnx"
     checkpoint_suffix = ".onnx"
     threads: int | None = None
+    keeps_file_shapes = True  # a fixed dimension stays fixed: the export does not declare axes
 
     def seed(self, seed: int) -> None:
         """Nothing to seed: the model is fixed."""
@@ -85,9 +135,9 @@ class OnnxAdapter:
 
     def predict(self, model: OnnxSource, features: Any) -> list[np.ndarray]:
         """Every output of the user's file on ONNX Runtime's CPU provider."""
-        from onnxforge.runtime import run_batched
+        from onnxforge.batching import run_accepted
 
-        return run_batched(model.session, features)
+        return run_accepted(model.session, features)
 
     def save_checkpoint(self, model: OnnxSource, path: Path) -> None:
         """A self-contained copy (external data folded in) kept with the run."""
@@ -101,13 +151,26 @@ class OnnxAdapter:
     def export(
         self, model: OnnxSource, example: np.ndarray, export_spec: Any, out_path: Path
     ) -> str:
-        """The user's file becomes the fp32 variant, external data folded in."""
+        """The user's file becomes the fp32 variant, external data folded in; with
+        export.make_batch_dynamic its fixed batch becomes symbolic, checked against the original
+        on `example` (RuntimeError when unsafe or when the outputs differ)."""
         import onnx
 
+        from onnxforge.batching import check_rewrite, fixed_batch, make_batch_dynamic
+
         proto = onnx.load(model.path)
-        onnx.save(proto, str(out_path))
         made_by = f"{proto.producer_name} {proto.producer_version}".strip() or "unknown producer"
-        return f"user ONNX file {model.path} ({made_by})"
+        producer = f"user ONNX file {model.path} ({made_by})"
+        batch = fixed_batch(proto)
+        if not export_spec.make_batch_dynamic or batch is None:
+            onnx.save(proto, str(out_path))
+            return producer
+        try:
+            onnx.save(make_batch_dynamic(proto), str(out_path))
+            check_rewrite(model.path, str(out_path), example)
+        except ValueError as error:
+            raise RuntimeError(f"export.make_batch_dynamic: {error}") from None
+        return f"{producer}, fixed batch {batch} made dynamic"
 
     def set_threads(self, threads: int | None) -> None:
         """Intra-op threads of the reference session."""
@@ -115,9 +178,15 @@ class OnnxAdapter:
 
     def latency_callable(self, model: OnnxSource, batch: np.ndarray) -> Callable[[], Any]:
         """The user's file on ONNX Runtime's CPU provider."""
-        from onnxforge.inputs import named
+        from onnxforge.batching import refused_batch
+        from onnxforge.inputs import count, named
         from onnxforge.runtime import input_names
 
+        refusal = refused_batch(model.session, count(batch))
+        if (
+            refusal is not None
+        ):  # a RuntimeError: the benchmark's worker reports the size unsupported
+            raise RuntimeError(refusal)
         feed = named(batch, input_names(model.session))
         return lambda: model.session.run(None, feed)
 
