@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
 class Record(BaseModel):
@@ -26,15 +27,30 @@ class ModelArtifact(Record):
     parent: str | None
     producer: str  # the tool (and version) that wrote it
     opset: int
-    size_bytes: int
+    size_bytes: int  # the .onnx file plus every external-data file it references
+    checks: str = ""  # what was checked when it was built (checker, CPU session, inference)
+    notes: tuple[str, ...] = ()  # settings changed to make it (an opset upgrade, per_channel off)
 
 
 class VariantBuild(Record):
-    """The outcome of making one variant: its artifact, or why there is none."""
+    """The outcome of making one variant: its artifact, or why there is none.
+
+    status: built | build_failed (the maker or a build-time check failed; `reason` has the
+    tool's message). Left out, it follows from whether there is an artifact.
+    """
 
     variant: str
     artifact: ModelArtifact | None
     reason: str = ""
+    status: Literal["built", "build_failed"] = "built"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _status_from_artifact(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "status" not in data:
+            built = data.get("artifact") is not None
+            data = {**data, "status": "built" if built else "build_failed"}
+        return data
 
 
 class EpochMetrics(Record):
@@ -54,6 +70,8 @@ class TrainResult(Record):
     val_accuracy: float | None
     test_accuracy: float | None
     seconds: float
+    val_rmse: float | None = None  # regression tasks: RMSE instead of accuracy
+    test_rmse: float | None = None
     history: tuple[EpochMetrics, ...] = ()
     mlflow_run_id: str = ""  # the run that trained it; another run reusing it logs `history`
 
@@ -233,7 +251,14 @@ def write_atomically(final_path: Path, write: Callable[[Path], None]) -> Path:
     return final_path
 
 
-def describe_onnx(path: Path, variant: str, parent: str | None, producer: str) -> ModelArtifact:
+def describe_onnx(
+    path: Path,
+    variant: str,
+    parent: str | None,
+    producer: str,
+    checks: str = "",
+    notes: tuple[str, ...] = (),
+) -> ModelArtifact:
     """Build the record of an ONNX file already on disk."""
     import onnx
 
@@ -246,8 +271,48 @@ def describe_onnx(path: Path, variant: str, parent: str | None, producer: str) -
         parent=parent,
         producer=producer,
         opset=opset,
-        size_bytes=path.stat().st_size,
+        size_bytes=onnx_size_bytes(path, model),
+        checks=checks,
+        notes=notes,
     )
+
+
+def external_data_files(path: str | Path, model: Any = None) -> list[Path]:
+    """The files holding `path`'s external data (each once), from every tensor that names one:
+    initializers and tensor attributes, subgraphs included."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    if model is None:
+        model = onnx.load(str(path), load_external_data=False)
+    folder = Path(path).parent
+    files: dict[Path, None] = {}
+    for tensor in _all_tensors(model.graph):
+        if uses_external_data(tensor):
+            files[folder / ExternalDataInfo(tensor).location] = None
+    return list(files)
+
+
+def _all_tensors(graph: Any) -> Iterator[Any]:
+    yield from graph.initializer
+    yield from (sparse.values for sparse in graph.sparse_initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in [attribute.g] if attribute.HasField("g") else attribute.graphs:
+                yield from _all_tensors(subgraph)
+
+
+def onnx_size_bytes(path: str | Path, model: Any = None) -> int:
+    """The size of an ONNX model as deployed: the .onnx file plus its external-data files (a
+    PyTorch dynamo export keeps its weights in `<file>.onnx.data`, so the .onnx alone can be
+    100 KB of a 46 MB model). A missing data file counts 0; loading the model reports it."""
+    total = Path(path).stat().st_size
+    for data_file in external_data_files(path, model):
+        total += data_file.stat().st_size if data_file.is_file() else 0
+    return total
 
 
 def built_artifacts(builds: list[VariantBuild]) -> list[ModelArtifact]:

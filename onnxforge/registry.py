@@ -43,7 +43,7 @@ def log_variant_models(
             context.experiment_id,
             name=artifact.variant,
             source_run_id=context.run_id,
-            tags={"variant": artifact.variant, "sha256": artifact.sha256},
+            tags={"variant": artifact.variant, "sha256": artifact.sha256, **build_tags(artifact)},
         )
         mlflow.onnx.log_model(
             onnx.load(artifact.path),
@@ -72,13 +72,16 @@ def _signature(artifacts: list[ModelArtifact], example: Any) -> tuple[Any, Any]:
     """The signature every variant shares, and the input example in the form it names."""
     from mlflow.models import infer_signature
 
-    from onnxforge.inputs import named
+    from onnxforge.batching import session_batch
+    from onnxforge.inputs import named, tile
     from onnxforge.runtime import input_names, make_session
 
     # Every variant keeps the export's inputs and outputs, so the fp32 export's outputs give the
     # signature for all (a GPU-only variant need not run here).
     reference = next(a for a in artifacts if a.variant == "fp32")
     session = make_session(reference.path, "CPUExecutionProvider")
+    fixed = session_batch(session)  # a file with a fixed batch gets an example of that size
+    example = tile(example, fixed) if fixed is not None else example
     feed = named(example, input_names(session))
     example = feed if len(feed) > 1 else example  # several inputs: the signature names them
     outputs = session.run(None, feed)
@@ -128,6 +131,7 @@ def version_tags(
         "size_bytes": str(artifact.size_bytes),
         "producer": artifact.producer,
         "parent": str(artifact.parent),
+        **build_tags(artifact),
         "objective": objective_key(recipe),
         "source_run_id": context.run_id,
         "flow_run_id": context.flow_run_id,
@@ -174,3 +178,11 @@ def code_commit() -> str:
         return result.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def build_tags(artifact: ModelArtifact) -> dict[str, str]:
+    """What the build-time checks ran and what the maker changed (e.g. an opset upgrade)."""
+    tags = {"checks": artifact.checks[:5000]} if artifact.checks else {}
+    if artifact.notes:
+        tags["notes"] = "; ".join(artifact.notes)[:5000]
+    return tags

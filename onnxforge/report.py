@@ -32,9 +32,15 @@ def _parity_cell(result: ParityResult | None) -> str:
 def _bench_cell(rows: list[BenchResult]) -> str:
     if not rows:
         return "-"
-    if rows[0].status != "ok":
+    if all(r.status == rows[0].status != "ok" for r in rows):  # one reason for every batch size
         return f"{rows[0].status}: {rows[0].reason}"
-    return ", ".join(f"bs{r.batch_size} {r.p50_ms:.3f} ms" for r in rows)
+    # a fixed-batch model is measured at some batch sizes and unsupported at the others
+    return ", ".join(
+        f"bs{r.batch_size} {r.p50_ms:.3f} ms"
+        if r.status == "ok"
+        else f"bs{r.batch_size} {r.status}"
+        for r in rows
+    )
 
 
 def summary_markdown(
@@ -76,11 +82,23 @@ def summary_markdown(
             + " | ".join(_bench_cell([r for r in rows if r.provider == p]) for p in providers)
             + " |"
         )
+    lines += _build_notes(builds)
     lines += _noise_note(bench)
     lines += _comparisons(bench, registration)
     lines += _failure_details(parity)
     lines += ["", *_registration_lines(registration), "", f"MLflow run: {run_url}"]
     return "\n".join(lines)
+
+
+def _build_notes(builds: list[VariantBuild]) -> list[str]:
+    """What a maker changed on its own (an opset upgrade, a setting turned off) and why."""
+    notes = [
+        f"- {build.variant}: {note}"
+        for build in builds
+        if build.artifact is not None
+        for note in build.artifact.notes
+    ]
+    return ["", "Build notes:", *notes] if notes else []
 
 
 def _noise_note(bench: list[BenchResult]) -> list[str]:

@@ -1,4 +1,5 @@
-"""The variant task: make one registered ONNX variant from its parent (simplify, optimize, quantize).
+"""The variant task: make one registered ONNX variant from its parent (simplify, optimize, quantize)
+and check it (full onnx.checker, a CPU session, one inference on the run's data).
 
 Cached by the parent file's sha256, the variant's settings, the calibration data and the code.
 """
@@ -40,9 +41,16 @@ def make_variant(
     build = build_variant(name, parent, settings, Path(context.work_dir), train_features)
     logger = get_run_logger()
     if build.artifact is None:
-        logger.warning("variant %s not built, the run goes on: %s", name, build.reason)
-    else:
-        logger.info(
-            "variant %s: %d bytes by %s", name, build.artifact.size_bytes, build.artifact.producer
-        )
+        logger.warning("variant %s build_failed, the run goes on: %s", name, build.reason)
+        return build
+    artifact = build.artifact
+    logger.info(
+        "variant %s: %d bytes by %s; checked: %s",
+        name,
+        artifact.size_bytes,
+        artifact.producer,
+        artifact.checks,
+    )
+    for note in artifact.notes:
+        logger.warning("variant %s: %s", name, note)
     return build

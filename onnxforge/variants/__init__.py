@@ -87,8 +87,16 @@ class VariantSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@dataclass(frozen=True)
+class Made:
+    """What a maker reports: the producer, and any setting it had to change to make the file."""
+
+    producer: str
+    notes: tuple[str, ...] = ()
+
+
 # make(parent_path, settings, out_path, calibration_features) -> producer description
-Maker = Callable[[Path, BaseModel, Path, np.ndarray], str]
+Maker = Callable[[Path, BaseModel, Path, np.ndarray], "str | Made"]
 
 
 @dataclass(frozen=True)

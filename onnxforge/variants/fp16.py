@@ -20,9 +20,15 @@ def make_fp16(parent: Path, settings: Fp16Settings, out_path: Path, _: np.ndarra
     import onnx
     import onnxruntime
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
     model = convert_float_to_float16(onnx.load(str(parent)), keep_io_types=settings.keep_io_types)
-    onnx.save(model, str(out_path))
+    # onnxruntime 1.32's converter appends the input Casts after the nodes that read them; ONNX
+    # Runtime sorts on load, but the file fails onnx.checker ("Nodes in a graph must be
+    # topologically sorted"): sort it so the file is valid ONNX.
+    sorted_model = OnnxModel(model)
+    sorted_model.topological_sort()
+    onnx.save(sorted_model.model, str(out_path))
     return (
         f"onnxruntime.transformers.float16 onnxruntime {onnxruntime.__version__} "
         f"(keep_io_types={settings.keep_io_types})"

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
-from onnxforge.inputs import Features, count, take
-from onnxforge.variants import Tolerance, VariantSettings, VariantSpec, register
-from onnxforge.variants.quantization import ArrayReader, graph_input_names, prepared_copy
+from onnxforge.batching import file_batch
+from onnxforge.inputs import Features, count, take, tile
+from onnxforge.variants import Made, Tolerance, VariantSettings, VariantSpec, register
+from onnxforge.variants.quantization import (
+    ArrayReader,
+    graph_input_names,
+    per_channel_source,
+    prepared_copy,
+)
 
 
 class StaticSettings(VariantSettings):
@@ -35,33 +42,44 @@ def calibration_sample(features: Features, samples: int, seed: int) -> Features:
 
 
 def make_int8_static(
-    parent: Path, settings: StaticSettings, out_path: Path, train: np.ndarray
-) -> str:
-    """Pre-process, calibrate on a seeded training subset, write QDQ."""
+    parent: Path, settings: StaticSettings, out_path: Path, train: Features
+) -> Made:
+    """Upgrade an old opset when per-channel needs it (or turn per_channel off, noted), then
+    pre-process, calibrate on a seeded training subset, write QDQ."""
     import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    reader = ArrayReader(
-        graph_input_names(parent), calibration_sample(train, settings.samples, settings.seed)
-    )
-    with prepared_copy(parent) as (prepared, note):
-        quantize_static(
-            str(prepared),
-            str(out_path),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=settings.per_channel,
-            activation_type=QuantType[settings.activation_type],
-            weight_type=QuantType[settings.weight_type],
-            calibrate_method=CalibrationMethod[settings.calibration],
-            nodes_to_exclude=settings.nodes_to_exclude or None,
-            calibration_providers=["CPUExecutionProvider"],
+    # A fixed-batch file (model zoos fix it at 1) is calibrated at its own batch size, on a
+    # sample cut to a multiple of it.
+    batch = file_batch(str(parent)) or 16
+    sample = calibration_sample(train, settings.samples, settings.seed)
+    usable = max(batch, count(sample) // batch * batch)
+    reader = ArrayReader(graph_input_names(parent), tile(sample, usable), batch_size=batch)
+    with tempfile.TemporaryDirectory() as scratch:
+        source, per_channel, notes = per_channel_source(
+            parent, settings.per_channel, Path(scratch), train
         )
-    return (
+        with prepared_copy(source) as (prepared, note):
+            quantize_static(
+                str(prepared),
+                str(out_path),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType[settings.activation_type],
+                weight_type=QuantType[settings.weight_type],
+                calibrate_method=CalibrationMethod[settings.calibration],
+                nodes_to_exclude=settings.nodes_to_exclude or None,
+                calibration_providers=["CPUExecutionProvider"],
+            )
+    producer = (
         f"onnxruntime.quantization.quantize_static[QDQ] onnxruntime {onnxruntime.__version__} "
         f"({settings.calibration}, {min(settings.samples, count(train))} samples, "
-        f"{settings.activation_type}/{settings.weight_type}, per_channel={settings.per_channel}; {note})"
+        f"{settings.activation_type}/{settings.weight_type}, per_channel={per_channel}; {note}"
+        + "".join(f"; {n}" for n in notes)
+        + ")"
     )
+    return Made(producer, notes)
 
 
 register(

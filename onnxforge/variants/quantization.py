@@ -65,6 +65,95 @@ class ArrayReader:
         return batch
 
 
+# DequantizeLinear takes `axis` (per-channel scales) from opset 13 on: ORT 1.32's quantize_static
+# writes it on older models too, and ONNX Runtime then refuses the file (`INVALID_GRAPH ...
+# Unrecognized attribute: axis for operator DequantizeLinear`, measured on an opset-9 CNN).
+PER_CHANNEL_OPSET = 13
+
+
+class OpsetUpgradeFailed(Exception):
+    """onnx.version_converter could not give an equivalent model at the wanted opset."""
+
+
+def onnx_opset(path: Path) -> int:
+    """The model's default-domain (ai.onnx) opset."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def upgrade_opset(source: Path, opset: int, target: Path, samples: Features) -> None:
+    """Write `source` converted to `opset` by onnx.version_converter to `target`, after checking
+    that it passes the full checker and gives the same outputs on real samples (the converter
+    keeps some ops whose meaning changed, e.g. Hardmax's axis in opset 13)."""
+    import onnx
+
+    try:
+        converted = onnx.version_converter.convert_version(onnx.load(str(source)), opset)
+        onnx.checker.check_model(converted, full_check=True)
+    except Exception as error:  # noqa: BLE001 - the converter and checker raise several types
+        raise OpsetUpgradeFailed(" ".join(str(error).split())[:600]) from None
+    onnx.save(converted, str(target))
+    before, after = _outputs(source, samples), _outputs(target, samples)
+    for index, (old, new) in enumerate(zip(before, after, strict=True)):
+        scale = float(np.abs(old).max()) if old.size else 0.0
+        if old.shape != new.shape or not np.allclose(new, old, rtol=1e-4, atol=1e-5 * scale):
+            raise OpsetUpgradeFailed(
+                f"the opset-{opset} model's output {index} differs from the original's on real samples"
+            )
+
+
+def _outputs(path: Path, samples: Features) -> list[np.ndarray]:
+    """Every output of `path` on ONNX Runtime's CPU provider for a batch of real samples."""
+    import onnx
+    import onnxruntime as ort
+
+    from onnxforge.variants.checks import check_batch, sample_feed
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        batch = check_batch(onnx.load(str(path), load_external_data=False))
+        return session.run(None, sample_feed(session, samples, batch))
+    except Exception as error:  # noqa: BLE001 - ORT's errors derive from Exception
+        raise OpsetUpgradeFailed(" ".join(str(error).split())[:600]) from None
+
+
+def per_channel_source(
+    parent: Path, per_channel: bool, scratch: Path, samples: Features
+) -> tuple[Path, bool, tuple[str, ...]]:
+    """The model to quantize and whether per-channel weights stay on: the parent as it is, the
+    parent upgraded to opset 13 when per-channel needs it, or the parent with per_channel turned
+    off when it cannot be upgraded; with a note of what was changed and why."""
+    import onnx
+
+    opset = onnx_opset(parent)
+    if not per_channel or opset >= PER_CHANNEL_OPSET:
+        return parent, per_channel, ()
+    target = scratch / f"opset{PER_CHANNEL_OPSET}.onnx"
+    try:
+        upgrade_opset(parent, PER_CHANNEL_OPSET, target, samples)
+    except OpsetUpgradeFailed as error:
+        return (
+            parent,
+            False,
+            (
+                f"per_channel turned off: per-channel weights need DequantizeLinear's axis "
+                f"(opset {PER_CHANNEL_OPSET}), the model is opset {opset}, and onnx.version_converter "
+                f"{onnx.__version__} could not upgrade it: {error}",
+            ),
+        )
+    return (
+        target,
+        True,
+        (
+            f"opset {opset} upgraded to {PER_CHANNEL_OPSET} by onnx.version_converter "
+            f"{onnx.__version__} (per-channel weights need DequantizeLinear's axis); checked "
+            "against the original on real samples",
+        ),
+    )
+
+
 def graph_input_names(path: Path) -> list[str]:
     """The model's graph inputs that are not initializers, in order."""
     import onnx

@@ -24,14 +24,18 @@ def make_simplified(
     import onnx
     import onnxsim
 
-    from onnxforge.inputs import named, take
+    from onnxforge.batching import file_batch
+    from onnxforge.inputs import named, tile
+    from onnxforge.records import onnx_size_bytes
     from onnxforge.variants.quantization import graph_input_names
 
-    size = parent.stat().st_size
+    size = onnx_size_bytes(parent)  # external data included: onnxsim holds it all in one protobuf
     if size > settings.max_bytes:
         raise RuntimeError(f"model is {size} bytes, over max_bytes={settings.max_bytes}")
     # Real samples, not onnxsim's random fill: random token ids would index past an embedding.
-    feed = named(take(samples, slice(0, 4)), graph_input_names(parent))
+    # As many as the model takes: a file whose batch is fixed (model zoos fix it at 1) refuses 4.
+    batch = file_batch(str(parent)) or 4
+    feed = named(tile(samples, batch), graph_input_names(parent))
     simplified, check_ok = onnxsim.simplify(
         onnx.load(str(parent)),
         check_n=settings.check_n,
