@@ -35,15 +35,16 @@ class DataRecord(Record):
     sha256: str
     fingerprint: str  # sha256 over the arrays' bytes (the `dataset_hash` on registered versions)
     shapes: dict[str, tuple[int, ...]]  # array name -> shape, as stored
-    num_classes: int
+    num_classes: int  # 0 for regression and label-free data
     samples: dict[str, int]  # split -> number of samples
+    task: str = "classification"  # classification | regression | none (read from the labels)
 
 
 def _arrays(splits: Splits) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     for part in PARTS:
         value = getattr(splits, part)
-        if value is None:  # no labels (synthetic inputs): absent from the file
+        if value is None:  # no labels (task none): absent from the file
             continue
         if isinstance(value, dict):
             arrays.update({f"{part}{_SEP}{name}": array for name, array in value.items()})
@@ -73,6 +74,7 @@ def materialize(splits: Splits, out_dir: Path) -> DataRecord:
         shapes={name: tuple(int(d) for d in array.shape) for name, array in arrays.items()},
         num_classes=splits.num_classes,
         samples={part: count(getattr(splits, part)) for part in ("x_train", "x_val", "x_test")},
+        task=splits.task,
     )
 
 
@@ -170,6 +172,7 @@ def log_dataset_input(tracking_uri: str, run_id: str, spec: Any, data: DataRecor
     tags = [
         InputTag(key="mlflow.data.context", value="training"),
         InputTag(key="onnxforge.data_sha256", value=data.sha256),
+        InputTag(key="onnxforge.task", value=data.task),
         *(InputTag(key=f"onnxforge.samples.{k}", value=str(v)) for k, v in data.samples.items()),
     ]
     client(tracking_uri).log_inputs(

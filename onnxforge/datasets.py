@@ -11,25 +11,44 @@ import numpy as np
 
 from onnxforge.errors import RecipeError
 from onnxforge.inputs import Features, count, fingerprint_bytes, take
+from onnxforge.scoring import task_of
+
+# scikit-learn sets whose target is continuous (diabetes: disease progression 25..346, stored as
+# whole numbers in float64, so the values alone would read as class ids)
+SKLEARN_REGRESSION = frozenset({"diabetes"})
 
 
 @dataclass(frozen=True)
 class Splits:
-    """Seeded, stratified train / validation / test arrays (features float32, labels int64)."""
+    """Seeded train / validation / test arrays (features float32 or int64 token ids; labels int64
+    class ids, float32 regression targets, or None)."""
 
     x_train: Features  # one array, or named arrays for a multi-input model
-    y_train: np.ndarray | None  # None for synthetic inputs: nothing to train or score against
+    y_train: np.ndarray | None  # None without labels: nothing to train or score against
     x_val: Features
     y_val: np.ndarray | None
     x_test: Features
     y_test: np.ndarray | None
 
     @property
+    def task(self) -> str:
+        """classification, regression or none, read from the labels' dtype (as stored)."""
+        return task_of(self.y_train)
+
+    @property
     def num_classes(self) -> int:
-        """Number of distinct labels across all splits (0 without labels)."""
-        if self.y_train is None:
+        """Number of class ids across all splits (0 for regression or without labels)."""
+        if self.task != "classification":
             return 0
         return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max()) + 1)
+
+    @property
+    def output_size(self) -> int:
+        """Values per sample a built-in architecture outputs: class scores, or regression
+        targets (1 for a (N,) target)."""
+        if self.task == "regression":
+            return int(np.prod(self.y_train.shape[1:], dtype=np.int64))
+        return self.num_classes
 
     def fingerprint(self) -> str:
         """sha256 over every array's bytes, in split order: the dataset hash on registered versions."""
@@ -48,18 +67,26 @@ def _load_sklearn(spec: Any) -> tuple[np.ndarray, np.ndarray]:
     return bunch.data, bunch.target
 
 
-def _load_npz(spec: Any) -> tuple[Features, np.ndarray]:
-    """Named arrays; several feature names make a multi-input dataset (names = model inputs)."""
+def _load_npz(spec: Any) -> tuple[Features, np.ndarray | None]:
+    """Named arrays; several feature names make a multi-input dataset (names = model inputs).
+
+    `labels` omitted reads the array `y` when the file has one and means no labels otherwise;
+    a name the recipe sets must exist; `labels: null` means no labels.
+    """
     names = [spec.features] if isinstance(spec.features, str) else list(spec.features)
     with np.load(spec.path, allow_pickle=False) as archive:
-        missing = [key for key in (*names, spec.labels) if key not in archive.files]
+        label_name = spec.labels
+        if "labels" not in spec.model_fields_set and label_name not in archive.files:
+            label_name = None
+        wanted = [*names, label_name] if label_name is not None else names
+        missing = [key for key in wanted if key not in archive.files]
         if missing:
             raise RecipeError(
                 f"dataset.features/labels: {spec.path} has no array named {missing[0]!r} "
                 f"(it has {', '.join(archive.files)})"
             )
         features = {name: archive[name] for name in names}
-        labels = archive[spec.labels]
+        labels = None if label_name is None else archive[label_name]
     return (features[names[0]] if isinstance(spec.features, str) else features), labels
 
 
@@ -87,11 +114,12 @@ def token_majority(spec: Any) -> tuple[np.ndarray, np.ndarray]:
     return tokens, labels
 
 
-def _load_table(spec: Any) -> tuple[np.ndarray, np.ndarray]:
+def _load_table(spec: Any) -> tuple[np.ndarray, np.ndarray | None]:
     import pandas as pd
 
     table = pd.read_csv(spec.path) if spec.source == "csv" else pd.read_parquet(spec.path)
-    for field, columns in (("features", spec.features), ("label", [spec.label])):
+    label_columns = [] if spec.label is None else [spec.label]
+    for field, columns in (("features", spec.features), ("label", label_columns)):
         missing = [column for column in columns if column not in table.columns]
         if missing:
             raise RecipeError(
@@ -104,7 +132,8 @@ def _load_table(spec: Any) -> tuple[np.ndarray, np.ndarray]:
                 f"dataset.features: {spec.path} column {column!r} holds {table[column].dtype} "
                 "values; expected numbers"
             )
-    return table[spec.features].to_numpy(), table[spec.label].to_numpy()
+    labels = None if spec.label is None else table[spec.label].to_numpy()
+    return table[spec.features].to_numpy(), labels
 
 
 def _load_synthetic(spec: Any) -> tuple[Features, None]:
@@ -137,7 +166,8 @@ LOADERS: dict[str, Callable[[Any], tuple[np.ndarray, np.ndarray]]] = {
 
 
 def load_splits(spec: Any) -> Splits:
-    """Load the recipe's dataset and cut it into seeded, stratified splits."""
+    """Load the recipe's dataset and cut it into seeded splits (stratified by class for
+    classification; plain seeded shuffles for regression and label-free data)."""
     from sklearn.model_selection import train_test_split
 
     with np.errstate(over="ignore"):  # an overflow to inf is refused by check_features below
@@ -149,16 +179,19 @@ def load_splits(spec: Any) -> Splits:
         )
     check_features(features, spec)
     index = np.arange(count(features))
-    if labels is not None:
-        labels = checked_labels(labels, spec)
+    task = inferred_task(spec, labels)
+    labels = None if task == "none" else checked_labels(labels, spec, task)
+    stratify = labels if task == "classification" else None
+    if stratify is not None:
+        _check_stratifiable(stratify, spec)
     rest, test = train_test_split(
-        index, test_size=spec.test_fraction, random_state=spec.seed, stratify=labels
+        index, test_size=spec.test_fraction, random_state=spec.seed, stratify=stratify
     )
     train, val = train_test_split(
         rest,
         test_size=spec.val_fraction,
         random_state=spec.seed,
-        stratify=None if labels is None else labels[rest],
+        stratify=None if stratify is None else stratify[rest],
     )
 
     def labels_at(part: np.ndarray) -> np.ndarray | None:
@@ -220,16 +253,71 @@ def check_features(features: Features, spec: Any) -> None:
         )
 
 
-def checked_labels(labels: Any, spec: Any) -> np.ndarray:
-    """Class ids as int64; NaN, infinite, fractional, negative or non-numeric labels refused."""
-    raw = np.asarray(labels)
+def _label_source(spec: Any) -> tuple[str, str]:
+    """The recipe field that names the labels, and where they come from."""
     if spec.source == "npz":
-        field, where = "dataset.labels", f"{spec.path} array {spec.labels!r}"
-    elif spec.source in ("csv", "parquet"):
-        field, where = "dataset.label", f"{spec.path} column {spec.label!r}"
-    else:
-        field, where = "dataset", "the labels"
-    expected = "expected integer class ids 0, 1, 2, ..."
+        return "dataset.labels", f"{spec.path} array {spec.labels!r}"
+    if spec.source in ("csv", "parquet"):
+        return "dataset.label", f"{spec.path} column {spec.label!r}"
+    return "dataset", "the labels"
+
+
+def inferred_task(spec: Any, labels: Any) -> str:
+    """The recipe's `task_type`, or read from the labels: none without labels, regression for
+    float labels with a fractional value (or a scikit-learn regression set), else classification.
+    Float labels that are all whole numbers read as class ids; a continuous target of whole
+    numbers needs `task_type: regression`."""
+    declared = getattr(spec, "task_type", None)
+    if declared is not None:
+        if declared != "none" and labels is None:
+            field, _ = _label_source(spec)
+            raise RecipeError(
+                f"dataset.task_type: {declared} needs labels, but the dataset has none "
+                f"(set {field}, or task_type: none)"
+            )
+        return declared
+    if labels is None:
+        return "none"
+    if spec.source == "sklearn" and spec.name in SKLEARN_REGRESSION:
+        return "regression"
+    raw = np.asarray(labels)
+    if raw.dtype.kind == "f":
+        finite = raw[np.isfinite(raw)]
+        if (finite != np.round(finite)).any():
+            return "regression"
+    return "classification"
+
+
+def _first_bad(
+    raw: np.ndarray, checks: list[tuple[np.ndarray, str]], spec: Any, expected: str
+) -> None:
+    """Raise for the first sample that fails a check, naming the field, file, value and sample."""
+    field, where = _label_source(spec)
+    for bad, what in checks:
+        if bad.any():
+            position = tuple(np.argwhere(bad)[0])
+            sample, value = int(position[0]), raw[position].item()
+            raise RecipeError(
+                f"{field}: {where} has {what} ({value!r}) at sample {sample}; {expected}"
+            )
+
+
+def checked_labels(labels: Any, spec: Any, task: str = "classification") -> np.ndarray:
+    """Class ids as int64 (NaN, infinite, fractional or negative refused), or regression targets
+    as float32 (any finite number; NaN and infinite refused); non-numeric labels refused."""
+    raw = np.asarray(labels)
+    field, where = _label_source(spec)
+    if task == "regression":
+        expected = "expected finite numbers (regression targets)"
+        if raw.dtype.kind not in "iubf":
+            raise RecipeError(f"{field}: {where} holds {raw.dtype} values; {expected}")
+        if raw.dtype.kind == "f":
+            _first_bad(raw, [(~np.isfinite(raw), "a NaN or infinite label")], spec, expected)
+        return raw.astype(np.float32)
+    expected = (
+        "expected integer class ids 0, 1, 2, ... (for a continuous target set "
+        "dataset.task_type: regression)"
+    )
     if raw.dtype.kind not in "iubf":
         raise RecipeError(f"{field}: {where} holds {raw.dtype} values; {expected}")
     with np.errstate(invalid="ignore"):  # NaN compares False; it is caught first anyway
@@ -240,11 +328,20 @@ def checked_labels(labels: Any, spec: Any) -> np.ndarray:
                 (raw != np.round(raw), "a fractional label"),
                 *checks,
             ]
-    for bad, what in checks:
-        if bad.any():
-            sample = int(np.argwhere(bad)[0][0])
-            value = raw.reshape(len(raw), -1)[sample][0].item()
-            raise RecipeError(
-                f"{field}: {where} has {what} ({value!r}) at sample {sample}; {expected}"
-            )
+    _first_bad(raw, checks, spec, expected)
     return raw.astype(np.int64)
+
+
+def _check_stratifiable(labels: np.ndarray, spec: Any) -> None:
+    """Stratified splits need every class at least twice; a target with many distinct whole
+    numbers (a count, a score) is usually a regression target read as class ids."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.min() >= 2:
+        return
+    field, where = _label_source(spec)
+    lone = classes[counts < 2]
+    raise RecipeError(
+        f"{field}: {where} has {len(lone)} class(es) with a single sample (e.g. class "
+        f"{lone[0].item()!r}; {len(classes)} classes in all); a stratified split needs at least 2 "
+        "per class; for a continuous target set dataset.task_type: regression"
+    )

@@ -2,8 +2,9 @@
 
 Parity only says a variant matches its source model; a model trained with learning_rate=1e6
 matches its own garbage. The floors hold the variant to the labels: the recipe's min_accuracy and
-max_rmse, and for every classifier a floor nobody has to configure: it must be significantly
-better than always predicting the training split's majority class.
+max_rmse, and a floor nobody has to configure: a classifier must be significantly better than
+always predicting the training split's majority class, a regression model must have a lower RMSE
+than always predicting the training split's mean target.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 
 from onnxforge.recipe import RegisterSpec
 from onnxforge.records import ParityResult
+from onnxforge.scoring import task_of
 
 
 def majority_share(y_train: np.ndarray, y_test: np.ndarray) -> tuple[int, float]:
@@ -40,6 +42,18 @@ def _majority_floor(
     )
 
 
+def _mean_floor(rmse: float, y_train: np.ndarray, y_test: np.ndarray) -> str | None:
+    """A regression model must beat always predicting the training split's mean target."""
+    mean = np.asarray(y_train, dtype=np.float64).mean(axis=0)
+    baseline = float(np.sqrt(((np.asarray(y_test, dtype=np.float64) - mean) ** 2).mean()))
+    if rmse < baseline:
+        return None
+    return (
+        f"RMSE {rmse:.4g} is not below {baseline:.4g}, the RMSE of always predicting the "
+        "training split's mean target"
+    )
+
+
 def _configured_floors(register: RegisterSpec, result: ParityResult) -> list[str]:
     """register.min_accuracy and register.max_rmse; a floor set but not measured is a reason."""
     reasons = []
@@ -58,7 +72,7 @@ def _configured_floors(register: RegisterSpec, result: ParityResult) -> list[str
         if result.rmse is None:
             reasons.append(
                 f"register.max_rmse {register.max_rmse:g} is set but no RMSE was measured "
-                "(it needs one value per sample and float labels)"
+                "(it needs a regression task and one output value per target value)"
             )
         elif result.rmse > register.max_rmse:
             reasons.append(
@@ -82,7 +96,12 @@ def floor_failures(
         # e.g. a single-logit binary classifier: labels exist, but no quality number could be
         # computed for this output shape, so nothing shows the model learned anything
         reasons.append("the test split has labels but neither accuracy nor RMSE could be measured")
-    if result.accuracy is not None and y_train is not None and len(y_train):
+    has_train = y_train is not None and len(y_train) > 0
+    task = task_of(y_test)
+    if task == "classification" and result.accuracy is not None and has_train:
         majority = _majority_floor(result, y_train, y_test, register.floor_p_value)
         reasons += [majority] if majority else []
+    if task == "regression" and result.rmse is not None and has_train:
+        mean = _mean_floor(result.rmse, y_train, y_test)
+        reasons += [mean] if mean else []
     return reasons

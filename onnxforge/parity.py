@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxforge.batching import run_accepted
 from onnxforge.inputs import take
 from onnxforge.parity_clauses import (
     class_quality,
@@ -17,8 +18,8 @@ from onnxforge.parity_clauses import (
 from onnxforge.providers import PROVIDERS
 from onnxforge.recipe import Recipe
 from onnxforge.records import ModelArtifact, ParityFailure, ParityResult
-from onnxforge.runtime import make_session, run_batched
-from onnxforge.scoring import is_class_scores, is_regression
+from onnxforge.runtime import make_session
+from onnxforge.scoring import is_class_scores, matches_targets, task_of
 from onnxforge.tool_errors import ort_errors
 from onnxforge.variants import VARIANTS, Tolerance
 
@@ -47,13 +48,18 @@ def compare_outputs(
     ]
     failures = degenerate_failures(names, outputs) + tolerance_failures(per_output, tolerance)
     numbers: dict[str, float] = {}
-    if is_class_scores(reference[0]):  # accuracy and agreement use the first output
+    # The task comes from the labels (float targets: regression); the first output is scored.
+    # A regression model never gets top-1 numbers, whatever its output shape.
+    if task_of(labels) == "regression":
+        if matches_targets(reference[0], labels):
+            numbers, more = regression_quality(
+                reference[0], outputs[0], labels, accuracy_drop_budget
+            )
+            failures += more
+    elif is_class_scores(reference[0]):
         numbers, more = class_quality(
             reference[0], outputs[0], labels, tolerance, accuracy_drop_budget
         )
-        failures += more
-    elif is_regression(reference[0]):
-        numbers, more = regression_quality(reference[0], outputs[0], labels, accuracy_drop_budget)
         failures += more
     return ParityResult(
         variant=variant,
@@ -96,7 +102,7 @@ def check_variant(
         )
     try:
         session = make_session(artifact.path, provider)
-        outputs = run_batched(session, features)
+        outputs = run_accepted(session, features)  # a fixed batch is fed at the size it declares
         names = [o.name for o in session.get_outputs()]
     except ort_errors() as error:  # ORT refused the variant: it fails parity, typed; our bugs raise
         return _fail(artifact.variant, "not_run", f"could not run on {provider}: {error}")

@@ -65,6 +65,12 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def _whole_message(error: BaseException) -> str:
+    """Every line of a tool's message on one line: ORT puts the offending index and the expected
+    size on the lines after its first ("index: 0 Got: 2 Expected: 1")."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _refuse(source: str, message: str, overrides: Any = None) -> NoReturn:
     """RecipeError 'file:line: field: ...' (the line of the field the message starts with)."""
     field = leading_field(message)
@@ -80,6 +86,7 @@ def check_data_and_model(recipe: Recipe, source: str, overrides: Any = None) -> 
         _refuse(source, str(error), overrides)
     except ValueError as error:
         _refuse(source, f"dataset: {error}", overrides)
+    _check_task(recipe, splits, source, overrides)
     from onnxforge.training import fresh_model
 
     adapter = get_adapter(recipe.model.framework)
@@ -87,6 +94,12 @@ def check_data_and_model(recipe: Recipe, source: str, overrides: Any = None) -> 
         adapter.check_source(recipe.model)
     except ValueError as error:
         _refuse(source, str(error), overrides)
+    if recipe.model.file is not None and recipe.model.file.suffix == ".onnx":  # may fix its batch
+        from onnxforge.adapters.onnx_file import batch_problem
+
+        problem = batch_problem(recipe)
+        if problem is not None:
+            _refuse(source, problem, overrides)
     samples = describe(splits.x_train)  # e.g. "(1, 8, 8) float32", or one entry per named input
     label = recipe.model.architecture or str(recipe.model.file)
     try:
@@ -113,21 +126,74 @@ def check_data_and_model(recipe: Recipe, source: str, overrides: Any = None) -> 
     except Exception as error:  # noqa: BLE001
         _refuse(
             source,
-            f"dataset: samples {samples} do not fit model {label!r}: {_first_line(error)}",
+            f"dataset: samples {samples} do not fit model {label!r}: {_whole_message(error)}",
             overrides,
         )
-    _check_label_range(recipe, splits, np.asarray(outputs[0]), label, source, overrides)
+    _check_labels_fit(recipe, splits, np.asarray(outputs[0]), label, source, overrides)
 
 
-def _check_label_range(
+def _trains_regression(model: Any) -> bool:
+    """Regression is trained with MSE by the PyTorch adapter, on `mlp` (sized to the target) or
+    a module of the user's own; small_cnn and token_transformer are classifiers, and the Keras
+    adapter compiles a cross-entropy loss."""
+    return model.framework == "pytorch" and (
+        model.architecture == "mlp" or ":" in model.architecture
+    )
+
+
+def _check_task(recipe: Recipe, splits: Any, source: str, overrides: Any) -> None:
+    """Training needs labels, and a regression target needs a model that trains on one.
+
+    Labels read as regression only because some are fractional, fed to a classifier, are most
+    likely corrupt class ids: they are refused as class ids, naming the first fractional one.
+    """
+    if not recipe.train.enabled:
+        return
+    if splits.task == "none":
+        _refuse(
+            source,
+            "train.enabled: the dataset has no labels to train on (task_type none); set it to "
+            "false, or name the labels",
+            overrides,
+        )
+    if splits.task != "regression" or _trains_regression(recipe.model):
+        return
+    label = recipe.model.architecture or recipe.model.framework
+    classifier = (
+        f"{recipe.model.framework} model {label!r} is trained as a classifier; regression "
+        "trains a PyTorch mlp or module of your own, or takes a trained model "
+        "(train.enabled: false)"
+    )
+    if recipe.dataset.task_type is None:
+        try:
+            load_splits(recipe.dataset.model_copy(update={"task_type": "classification"}))
+        except RecipeError as error:
+            _refuse(source, f"{error}; {classifier}", overrides)
+    _refuse(source, f"train.enabled: {classifier}", overrides)
+
+
+def _check_labels_fit(
     recipe: Recipe, splits: Any, first_output: np.ndarray, label: str, source: str, overrides: Any
 ) -> None:
-    """A classifier's labels must index its scores: label < number of scores per sample.
+    """The labels fit the model's first output: a regression target has as many values per
+    sample as the output; a classifier's labels index its scores (label < scores per sample).
 
     Outputs read as in scoring.py: (N, K >= 2) is K class scores; one value per sample is a
-    regression head, with nothing to compare.
+    regression head, with nothing to compare against class ids.
     """
-    if splits.y_train is None or not is_class_scores(first_output):
+    field = {"npz": "dataset.labels", "csv": "dataset.label", "parquet": "dataset.label"}
+    if splits.task == "regression":
+        per_sample = int(np.prod(splits.y_train.shape[1:], dtype=np.int64))
+        got = int(np.prod(first_output.shape[1:], dtype=np.int64))
+        if got != per_sample:
+            _refuse(
+                source,
+                f"{field.get(recipe.dataset.source, 'dataset')}: the regression target has "
+                f"{per_sample} value(s) per sample, but model {label!r} outputs {got}",
+                overrides,
+            )
+        return
+    if splits.task != "classification" or not is_class_scores(first_output):
         return
     highest = int(
         max(
@@ -137,7 +203,6 @@ def _check_label_range(
     )
     scores = first_output.shape[1]
     if highest >= scores:
-        field = {"npz": "dataset.labels", "csv": "dataset.label", "parquet": "dataset.label"}
         _refuse(
             source,
             f"{field.get(recipe.dataset.source, 'dataset')}: labels go up to {highest}, but "

@@ -33,7 +33,9 @@ from onnxforge.recipe_yaml import field_parts, leading_field, line_of, load_yaml
 from onnxforge.trust import PROTECTED_MODEL_FIELDS, check_import_path, check_safe_name
 from onnxforge.variants import VARIANTS, Tolerance, ToleranceOverride
 
-SKLEARN_DATASETS = ("digits", "breast_cancer", "wine", "iris")
+SKLEARN_DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes")
+# what the labels are: class ids, continuous targets, or nothing to score against
+TASK_TYPES = ("classification", "regression", "none")
 # discriminator tags that pydantic puts in error locations; the user never wrote them
 DATASET_SOURCES = ("sklearn", "npz", "generated", "csv", "parquet", "synthetic")
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
@@ -72,11 +74,18 @@ def _existing_model(value: Path | None, info: ValidationInfo) -> Path | None:
 
 
 class SplitSpec(Strict):
-    """How labelled data is cut into train / validation / test (stratified, seeded)."""
+    """How data is cut into train / validation / test (seeded; stratified for classification)
+    and what its labels are."""
 
     test_fraction: float = Field(0.2, gt=0, lt=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     seed: int = 0
+    # None: inferred from the labels (see onnxforge/datasets.py, inferred_task); `none` drops them
+    task_type: Literal[TASK_TYPES] | None = None  # type: ignore[valid-type]
+
+    def declared_label_free(self) -> bool:
+        """The recipe itself says there are no labels (before any file is read)."""
+        return self.task_type == "none"
 
 
 class SklearnDataset(SplitSpec):
@@ -94,11 +103,16 @@ class NpzDataset(SplitSpec):
     source: Literal["npz"]
     path: RecipePath
     features: str | list[str] = "x"  # several names: one array per model input, in input order
-    labels: str = "y"
+    # omitted: the array `y` when the file has one, else no labels; null: no labels
+    labels: str | None = "y"
     sample_shape: list[Annotated[int, Field(ge=1)]] | None = None
     scale: float = Field(1.0, gt=0)
 
     _path_exists = field_validator("path")(_existing_file)
+
+    def declared_label_free(self) -> bool:
+        """`labels: null`, or task_type none."""
+        return self.labels is None or self.task_type == "none"
 
 
 class GeneratedDataset(SplitSpec):
@@ -118,11 +132,15 @@ class TableDataset(SplitSpec):
     source: Literal["csv", "parquet"]
     path: RecipePath
     features: list[str] = Field(min_length=1)
-    label: str
+    label: str | None = None  # omitted or null: no labels
     sample_shape: list[Annotated[int, Field(ge=1)]] | None = None
     scale: float = Field(1.0, gt=0)
 
     _path_exists = field_validator("path")(_existing_file)
+
+    def declared_label_free(self) -> bool:
+        """No label column, or task_type none."""
+        return self.label is None or self.task_type == "none"
 
 
 class SyntheticInput(Strict):
@@ -163,7 +181,16 @@ class SyntheticDataset(SplitSpec):
                         f"dataset.inputs[{index}].shape: symbolic dimension {dim!r} needs a value "
                         "in dataset.dims"
                     )
+        if self.task_type not in (None, "none"):
+            raise ValueError(
+                f"dataset.task_type: synthetic inputs have no labels, so the task is none; "
+                f"got {self.task_type!r}"
+            )
         return self
+
+    def declared_label_free(self) -> bool:
+        """Synthetic inputs never have labels."""
+        return True
 
 
 DatasetSpec = Annotated[
@@ -251,6 +278,9 @@ class ExportSpec(Strict):
         dict[Annotated[int, Field(ge=0)], AxisName]
         | dict[str, dict[Annotated[int, Field(ge=0)], AxisName]]
     ) = Field(default_factory=lambda: {0: "batch"})
+    # ONNX files only: rewrite a fixed dimension 0 to a symbolic `batch` when the graph provably
+    # allows it; the rewrite must give the original's outputs on real samples before it is used.
+    make_batch_dynamic: bool = False
 
     def axes_for(self, input_name: str) -> dict[int, str]:
         """The declared dynamic axes of one input."""
@@ -387,10 +417,11 @@ class Recipe(Strict):
             )
         if not self.train.enabled and self.model.checkpoint is None and self.model.file is None:
             raise ValueError("model.checkpoint: required when train.enabled is false")
-        if self.train.enabled and self.dataset.source == "synthetic":
-            raise ValueError(
-                "train.enabled: synthetic inputs have no labels to train on; set it to false"
+        if self.train.enabled and self.dataset.declared_label_free():
+            what = (
+                "synthetic inputs have" if self.dataset.source == "synthetic" else "the dataset has"
             )
+            raise ValueError(f"train.enabled: {what} no labels to train on; set it to false")
         if self.export.opset > adapter.max_opset:
             raise ValueError(
                 f"export.opset: {self.model.framework} models are exported with "
@@ -400,6 +431,11 @@ class Recipe(Strict):
             raise ValueError(
                 f"export.exporter: expected one of {', '.join(adapter.exporters)} for "
                 f"{self.model.framework}; got {self.export.exporter!r}"
+            )
+        if self.export.make_batch_dynamic and self.model.framework != "onnx":
+            raise ValueError(
+                "export.make_batch_dynamic: rewrites a brought ONNX file (framework: onnx); "
+                f"{self.model.framework} exports name their axes in export.dynamic_axes"
             )
         objective = self.registry.objective
         if objective.provider not in self.benchmark.providers:
@@ -432,8 +468,14 @@ class Recipe(Strict):
         return default if override is None else default.merged(override)
 
     def flat_params(self) -> dict[str, str]:
-        """The recipe flattened to dotted keys, for MLflow params."""
-        return _flatten(self.model_dump(mode="json", by_alias=True))
+        """The recipe flattened to dotted keys, for MLflow params. A brought ONNX file is not
+        exported: its export.opset is the opset the file declares, not the recipe's default."""
+        params = _flatten(self.model_dump(mode="json", by_alias=True))
+        if self.model.framework == "onnx" and self.model.file is not None:
+            from onnxforge.adapters.onnx_file import file_opset
+
+            params["export.opset"] = str(file_opset(self.model.file))
+        return params
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, str]:

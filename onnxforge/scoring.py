@@ -27,6 +27,19 @@ def is_continuous(labels: np.ndarray | None) -> bool:
     return labels is not None and np.asarray(labels).dtype.kind == "f"
 
 
+def task_of(labels: np.ndarray | None) -> str:
+    """The task the split labels stand for: none without labels, regression for float targets
+    (datasets.py stores them as float32), classification for integer class ids."""
+    if labels is None:
+        return "none"
+    return "regression" if is_continuous(labels) else "classification"
+
+
+def matches_targets(values: np.ndarray, labels: np.ndarray) -> bool:
+    """The output has as many values per sample as the regression target."""
+    return len(values) == len(labels) and values.size == np.asarray(labels).size
+
+
 def top1(scores: np.ndarray) -> np.ndarray:
     """Each row's argmax, or -1 where the row has no unique maximum (a tie) or is not finite."""
     scores = np.asarray(scores)
@@ -58,8 +71,10 @@ def agreement(reference: np.ndarray, output: np.ndarray) -> float:
 
 
 def mae_rmse(values: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Mean absolute and root-mean-square error of one-value-per-sample outputs."""
-    error = values.astype(np.float64).reshape(len(values)) - labels.astype(np.float64)
+    """Mean absolute and root-mean-square error over every target value (one or more per
+    sample; the output is read in the targets' shape)."""
+    targets = labels.astype(np.float64)
+    error = values.astype(np.float64).reshape(targets.shape) - targets
     return float(np.abs(error).mean()), float(np.sqrt((error**2).mean()))
 
 

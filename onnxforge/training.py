@@ -13,11 +13,12 @@ from onnxforge.datasets import Splits
 from onnxforge.inputs import sample_shape
 from onnxforge.recipe import Recipe
 from onnxforge.records import EpochMetrics, TrainResult, sha256_of, write_atomically
-from onnxforge.scoring import accuracy, is_class_scores
+from onnxforge.scoring import accuracy, is_class_scores, mae_rmse, matches_targets, task_of
 
 
 def fresh_model(recipe: Recipe, splits: Splits) -> Any:
-    """The recipe's architecture, seeded, sized from the data (random weights)."""
+    """The recipe's architecture, seeded, sized from the data (random weights): one score per
+    class, or one value per regression target."""
     import random
 
     import numpy as np
@@ -26,7 +27,7 @@ def fresh_model(recipe: Recipe, splits: Splits) -> Any:
     np.random.seed(recipe.train.seed)
     adapter = get_adapter(recipe.model.framework)
     adapter.seed(recipe.train.seed)
-    return adapter.build(recipe.model, sample_shape(splits.x_train), splits.num_classes)
+    return adapter.build(recipe.model, sample_shape(splits.x_train), splits.output_size)
 
 
 def load_source_model(recipe: Recipe, checkpoint: str | Path, splits: Splits) -> Any:
@@ -66,13 +67,17 @@ def train_model(
     )
     # Score the checkpoint as it was written, so every later stage compares against the same weights.
     reloaded = load_source_model(recipe, checkpoint, splits)
+    val_scores = adapter.predict(reloaded, splits.x_val)[0]
+    test_scores = adapter.predict(reloaded, splits.x_test)[0]
     return TrainResult(
         checkpoint=str(checkpoint),
         checkpoint_sha256=sha256_of(checkpoint),
         dataset_hash=splits.fingerprint(),
         epochs_run=epochs_run,
-        val_accuracy=_accuracy(adapter.predict(reloaded, splits.x_val)[0], splits.y_val),
-        test_accuracy=_accuracy(adapter.predict(reloaded, splits.x_test)[0], splits.y_test),
+        val_accuracy=_accuracy(val_scores, splits.y_val),
+        test_accuracy=_accuracy(test_scores, splits.y_test),
+        val_rmse=_rmse(val_scores, splits.y_val),
+        test_rmse=_rmse(test_scores, splits.y_test),
         seconds=seconds,
         history=tuple(history),
     )
@@ -81,9 +86,16 @@ def train_model(
 def _accuracy(scores: Any, labels: Any) -> float | None:
     """Share of unique-argmax hits (a tie is wrong); absent (None), not zero, when there are no
     labels or the output is not class scores."""
-    if labels is None or not is_class_scores(scores):
+    if task_of(labels) != "classification" or not is_class_scores(scores):
         return None
     return accuracy(scores, labels)
+
+
+def _rmse(values: Any, labels: Any) -> float | None:
+    """RMSE against regression targets; None for other tasks or an output of another size."""
+    if task_of(labels) != "regression" or not matches_targets(values, labels):
+        return None
+    return mae_rmse(values, labels)[1]
 
 
 def final_metrics(result: TrainResult, reused: bool) -> dict[str, float | None]:
@@ -91,6 +103,8 @@ def final_metrics(result: TrainResult, reused: bool) -> dict[str, float | None]:
     return {
         "train.final_val_accuracy": result.val_accuracy,
         "train.test_accuracy": result.test_accuracy,
+        "train.final_val_rmse": result.val_rmse,
+        "train.test_rmse": result.test_rmse,
         "train.seconds": result.seconds,
         "train.reused": 1.0 if reused else 0.0,
     }

@@ -37,8 +37,13 @@ def train(recipe: Recipe, data: DataRecord, context: RunContext) -> TrainResult:
 
     result = train_model(recipe, Path(context.work_dir), on_epoch, data)
     result = result.model_copy(update={"mlflow_run_id": context.run_id})
-    accuracy = "n/a (no labels)" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
-    logger.info("test accuracy %s after %d epochs", accuracy, result.epochs_run)
+    if result.test_rmse is not None:
+        logger.info("test RMSE %.4g after %d epochs", result.test_rmse, result.epochs_run)
+    else:
+        accuracy = (
+            "n/a (no labels)" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
+        )
+        logger.info("test accuracy %s after %d epochs", accuracy, result.epochs_run)
     return result
 
 

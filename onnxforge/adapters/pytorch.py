@@ -83,15 +83,17 @@ class PyTorchAdapter:
             raise ValueError(f"model.architecture: {model_spec.architecture!r} is not callable")
 
     def fit(self, model: Any, splits: Any, train_spec: Any, on_epoch: Callable[..., None]) -> None:
-        """Adam + cross-entropy on the first output, seeded shuffles; loss and accuracy per epoch."""
+        """Adam on the first output, seeded shuffles: cross-entropy with loss and accuracy per
+        epoch for class ids, mean squared error with loss and RMSE for regression targets."""
         import torch
 
         if train_spec.threads:
             torch.set_num_threads(train_spec.threads)
         generator = torch.Generator().manual_seed(train_spec.seed)
         labels = torch.from_numpy(splits.y_train)
+        regression = splits.task == "regression"
         optimizer = torch.optim.Adam(model.parameters(), lr=train_spec.learning_rate)
-        loss_fn = torch.nn.CrossEntropyLoss()
+        loss_fn = torch.nn.MSELoss() if regression else torch.nn.CrossEntropyLoss()
         for epoch in range(1, train_spec.epochs + 1):
             model.train()
             order = torch.randperm(len(labels), generator=generator).numpy()
@@ -100,21 +102,17 @@ class PyTorchAdapter:
                 index = order[start : start + train_spec.batch_size]
                 optimizer.zero_grad()
                 logits = _outputs(_call(model, take(splits.x_train, index)))[0]
-                loss = loss_fn(logits, labels[index])
+                target = labels[index]
+                # a (N, 1) head against (N,) targets: compare value for value, never broadcast
+                loss = loss_fn(logits.reshape(target.shape) if regression else logits, target)
                 loss.backward()
                 optimizer.step()
                 total_loss += loss.item() * len(index)
-                correct += int((logits.argmax(1) == labels[index]).sum())
+                if not regression:
+                    correct += int((logits.argmax(1) == target).sum())
             model.eval()
-            val_logits = self.predict(model, splits.x_val)[0]
-            on_epoch(
-                epoch,
-                {
-                    "loss": total_loss / len(order),
-                    "accuracy": correct / len(order),
-                    "val_accuracy": float((val_logits.argmax(1) == splits.y_val).mean()),
-                },
-            )
+            val_outputs = self.predict(model, splits.x_val)[0]
+            on_epoch(epoch, _epoch_metrics(total_loss / len(order), correct, val_outputs, splits))
 
     def predict(self, model: Any, features: Features) -> list[np.ndarray]:
         """Every output, under inference mode."""
@@ -204,6 +202,24 @@ class PyTorchAdapter:
                 return model(**tensors) if isinstance(tensors, dict) else model(tensors)
 
         return run
+
+
+def _epoch_metrics(
+    loss: float, correct: int, val_outputs: np.ndarray, splits: Any
+) -> dict[str, float]:
+    """loss and accuracy / val_accuracy for class ids; loss, rmse and val_rmse for regression."""
+    if splits.task == "regression":
+        val_error = val_outputs.reshape(splits.y_val.shape) - splits.y_val
+        return {
+            "loss": loss,
+            "rmse": float(np.sqrt(loss)),  # the mean squared error over the epoch's batches
+            "val_rmse": float(np.sqrt((val_error.astype(np.float64) ** 2).mean())),
+        }
+    return {
+        "loss": loss,
+        "accuracy": correct / len(splits.y_train),
+        "val_accuracy": float((val_outputs.argmax(1) == splits.y_val).mean()),
+    }
 
 
 def _tensors(features: Features) -> Any:
