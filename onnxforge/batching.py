@@ -47,29 +47,40 @@ def run_accepted(session: Any, features: Features, batch_size: int = 256) -> lis
     step = fixed or batch_size
     total = count(features)
     chunks: list[list[np.ndarray]] = []
+    per_sample: list[bool] | None = None  # which outputs have one row per sample
     for start in range(0, total, step):
         chunk = take(features, slice(start, start + step))
         real = count(chunk)
+        fed = real if fixed is None else fixed
         if fixed is not None and real < fixed:
             chunk = tile(chunk, fixed)  # repeats the real samples up to the declared batch
         outputs = session.run(None, named(chunk, names))
-        trimmed = [o[:real] if o.ndim and len(o) == fixed else o for o in outputs]
-        chunks.append(trimmed if fixed is not None else outputs)
-    return [np.concatenate([chunk[i] for chunk in chunks]) for i in range(len(chunks[0]))]
+        rows = [bool(o.ndim) and len(o) == fed for o in outputs]
+        per_sample = (
+            rows if per_sample is None else [a and b for a, b in zip(per_sample, rows, strict=True)]
+        )
+        chunks.append([o[:real] if row else o for o, row in zip(outputs, rows, strict=True)])
+    # An output without a row per sample (a scalar, a fixed table) is the same for every chunk.
+    return [
+        np.concatenate([chunk[i] for chunk in chunks]) if per_sample[i] else chunks[0][i]
+        for i in range(len(chunks[0]))
+    ]
 
 
 def fixed_batch(model: Any) -> int | None:
-    """The fixed dimension 0 shared by every graph input of an ONNX ModelProto, or None."""
-    dims = []
+    """The fixed dimension 0 of an ONNX ModelProto's graph inputs, or None when it is free.
+
+    The same rule as session_batch (what ONNX Runtime enforces): the one value that the inputs
+    with a fixed dimension 0 declare."""
+    fixed = set()
     initializers = {init.name for init in model.graph.initializer}
     for graph_input in model.graph.input:
         if graph_input.name in initializers:
             continue
         shape = graph_input.type.tensor_type.shape.dim
-        dims.append(shape[0].dim_value if shape and shape[0].HasField("dim_value") else None)
-    if not dims or any(dim is None for dim in dims) or len(set(dims)) != 1:
-        return None
-    return dims[0]
+        if shape and shape[0].HasField("dim_value") and shape[0].dim_value > 0:
+            fixed.add(shape[0].dim_value)
+    return fixed.pop() if len(fixed) == 1 else None
 
 
 def file_batch(path: str) -> int | None:
@@ -113,11 +124,17 @@ def check_rewrite(original: str, rewritten: str, samples: Features) -> None:
     from onnxforge.runtime import make_session
 
     before = make_session(original, "CPUExecutionProvider")
-    after = make_session(rewritten, "CPUExecutionProvider")
     batch = session_batch(before) or 1
     probe = tile(samples, 2 * batch + 1)  # a batch size the fixed model does not accept
     expected = run_accepted(before, probe)
-    got = after.run(None, named(probe, [i.name for i in after.get_inputs()]))
+    try:
+        after = make_session(rewritten, "CPUExecutionProvider")
+        got = after.run(None, named(probe, [i.name for i in after.get_inputs()]))
+    except Exception as error:  # ORT's Fail/InvalidArgument derive from Exception only
+        message = " ".join(str(error).split())
+        raise ValueError(
+            f"the rewritten model does not run at batch {2 * batch + 1}: {message}"
+        ) from None
     for index, (want, have) in enumerate(zip(expected, got, strict=True)):
         if want.shape != have.shape:
             raise ValueError(

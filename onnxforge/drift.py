@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxforge.inputs import count, take
+from onnxforge.inputs import count, tile
 from onnxforge.records import LayerDrift
 
 
@@ -27,8 +27,9 @@ def _activations(
     augmented = scratch / f"{tag}.onnx"
     modify_model_output_intermediate_tensors(model_path, augmented)
     fixed = file_batch(model_path)  # a fixed-batch model is fed whole batches of its size
-    if fixed is not None:
-        features = take(features, slice(0, count(features) // fixed * fixed))
+    if fixed is not None:  # whole batches; a batch larger than the samples gets repeats
+        usable = max(fixed, count(features) // fixed * fixed)
+        features = tile(features, usable)
     reader = ArrayReader(graph_input_names(Path(model_path)), features, fixed or 16)
     return collect_activations(str(augmented), reader)
 

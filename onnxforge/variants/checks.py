@@ -36,12 +36,10 @@ def tool_message(error: BaseException, temp: Path, final_name: str) -> str:
 
 
 def check_batch(model: Any) -> int:
-    """The batch the model accepts: its first input's fixed dimension 0, or 2 when symbolic."""
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
-    fixed = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
-    return fixed if fixed > 0 else _DEFAULT_CHECK_BATCH
+    """The batch the model accepts: its fixed dimension 0 (as ONNX Runtime reads it), or 2."""
+    from onnxforge.batching import fixed_batch
+
+    return fixed_batch(model) or _DEFAULT_CHECK_BATCH
 
 
 def sample_feed(session: Any, features: Features, batch: int) -> dict[str, np.ndarray]:

@@ -51,10 +51,11 @@ def make_int8_static(
 
     # A fixed-batch file (model zoos fix it at 1) is calibrated at its own batch size, on a
     # sample cut to a multiple of it.
-    batch = file_batch(str(parent)) or 16
     sample = calibration_sample(train, settings.samples, settings.seed)
-    usable = max(batch, count(sample) // batch * batch)
-    reader = ArrayReader(graph_input_names(parent), tile(sample, usable), batch_size=batch)
+    batch = file_batch(str(parent))
+    if batch is not None:
+        sample = tile(sample, max(batch, count(sample) // batch * batch))
+    reader = ArrayReader(graph_input_names(parent), sample, batch_size=batch or 16)
     with tempfile.TemporaryDirectory() as scratch:
         source, per_channel, notes = per_channel_source(
             parent, settings.per_channel, Path(scratch), train

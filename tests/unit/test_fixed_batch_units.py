@@ -172,3 +172,31 @@ def test_an_objective_at_a_batch_the_file_refuses_is_refused_before_any_work(
         load_and_check(str(recipe), at_four)
     # the rewrite makes batch 4 measurable, so the same objective is accepted with it
     load_and_check(str(recipe), {**at_four, "export.make_batch_dynamic": "true"})
+
+
+def test_outputs_without_a_row_per_sample_are_kept_once(tmp_path) -> None:
+    """A fixed-batch model run in chunks: per-sample outputs are joined, a scalar is not."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from onnxforge.batching import run_accepted
+    from onnxforge.runtime import make_session
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["y"]),
+            helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+        ],
+        "scalar-output",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3]),
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, []),
+        ],
+    )
+    path = tmp_path / "scalar.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    samples = np.arange(9, dtype=np.float32).reshape(3, 3)
+    rows, total = run_accepted(make_session(str(path), "CPUExecutionProvider"), samples)
+    np.testing.assert_array_equal(rows, samples)
+    assert total.shape == () and float(total) == float(samples[0].sum())
