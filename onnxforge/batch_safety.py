@@ -210,8 +210,24 @@ def _node_problem(node: Any, graph: _Graph, batch: int) -> str | None:
             pads = _axes_input(node, graph, 1)
         if pads is None or rank is None:
             return "its pads are not constant"
+        if len(node.input) > 3 and node.input[3]:  # opset 18: pads name only these axes
+            axes = _axes_input(node, graph, 3)
+            if axes is None:
+                return "its axes are not constant"
+            if len(pads) != 2 * len(axes):
+                return f"its pads ({len(pads)} values) do not match its {len(axes)} axes"
+            padded = {(a + rank) % rank for a, (b, e) in _pairs(axes, pads) if b or e}
+            return "it pads dimension 0" if 0 in padded else None
+        if len(pads) != 2 * rank:
+            return f"its pads ({len(pads)} values) do not cover its {rank} dimensions"
         return "it pads dimension 0" if pads[0] or pads[rank] else None
     return f"op {op} is not known to keep the batch"
+
+
+def _pairs(axes: list[int], pads: list[int]) -> list[tuple[int, tuple[int, int]]]:
+    """(axis, (begin, end)) for Pad's opset-18 form: begins for every axis, then ends."""
+    count = len(axes)
+    return [(axis, (pads[i], pads[count + i])) for i, axis in enumerate(axes)]
 
 
 def unsafe_reason(model: Any, batch: int) -> str | None:

@@ -164,7 +164,9 @@ def _check_task(recipe: Recipe, splits: Any, source: str, overrides: Any) -> Non
         "trains a PyTorch mlp or module of your own, or takes a trained model "
         "(train.enabled: false)"
     )
-    if recipe.dataset.task_type is None:
+    # Inferred from fractional labels (not from a known regression set such as diabetes): the
+    # labels may be a corrupt class column, so say what reading them as classes finds.
+    if recipe.dataset.task_type is None and recipe.dataset.source != "sklearn":
         try:
             load_splits(recipe.dataset.model_copy(update={"task_type": "classification"}))
         except RecipeError as error:

@@ -62,7 +62,8 @@ def summary_markdown(
     for build in builds:
         if build.artifact is None:
             lines.append(
-                f"| {build.variant} | - | not built: {build.reason} |" + " - |" * len(providers)
+                f"| {build.variant} | - | build_failed: {_cell(build.reason)} |"
+                + " - |" * len(providers)
             )
             continue
         cells = [
@@ -215,3 +216,8 @@ def publish_summary_files(
     mlflow_client.log_text(context.run_id, markdown, "summary.md")
     mlflow_client.log_text(context.run_id, report, "summary.json")
     return markdown
+
+
+def _cell(text: str | None) -> str:
+    """Text safe inside a markdown table cell (a tool's message may hold '|' or newlines)."""
+    return " ".join(str(text or "").split()).replace("|", "\\|")

@@ -200,3 +200,33 @@ def test_outputs_without_a_row_per_sample_are_kept_once(tmp_path) -> None:
     rows, total = run_accepted(make_session(str(path), "CPUExecutionProvider"), samples)
     np.testing.assert_array_equal(rows, samples)
     assert total.shape == () and float(total) == float(samples[0].sum())
+
+
+@pytest.mark.parametrize(
+    ("pads", "axes", "expected"),
+    [
+        ([1, 1, 1, 1], [2, 3], None),  # opset 18: pads name only the spatial axes
+        ([1, 0, 1, 0], [0, 3], "it pads dimension 0"),
+        ([0, 0, 1, 1], None, "do not cover its 4 dimensions"),  # malformed: a reason, not a crash
+    ],
+)
+def test_pad_is_read_with_its_axes(pads, axes, expected) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxforge.batch_safety import unsafe_reason
+
+    initializers = [numpy_helper.from_array(np.array(pads, dtype=np.int64), "pads")]
+    inputs = ["x", "pads"]
+    if axes is not None:
+        initializers.append(numpy_helper.from_array(np.array(axes, dtype=np.int64), "axes"))
+        inputs += ["", "axes"]
+    graph = helper.make_graph(
+        [helper.make_node("Pad", inputs, ["y"])],
+        "pad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    reason = unsafe_reason(model, 1)
+    assert reason == expected if expected is None else expected in reason
