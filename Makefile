@@ -8,12 +8,12 @@ POOL ?= onnxforge-process
 # Debian's Chromium for the browser test (tests/flows/test_browser.py), driven by playwright.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install run test test-fast lint format serve deploy worker automation server stop-server clean
+.PHONY: install install-openvino bench-transformer run test test-fast lint format serve deploy worker automation server stop-server clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,keras]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,keras,transformers,stack]'
 	touch $(STAMP)
 
 install: $(STAMP) $(CHROMIUM)  ## create .venv, install onnxforge with its pinned stack, Chromium
@@ -23,6 +23,22 @@ install: $(STAMP) $(CHROMIUM)  ## create .venv, install onnxforge with its pinne
 $(CHROMIUM):
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium
+
+# onnxruntime-openvino installs the same `onnxruntime` module as the pinned onnxruntime: it gets
+# its own venv, which benchmarks/transformer_speed.py drives in a worker process of its own.
+OPENVINO_VENV ?= .venv-openvino
+OPENVINO_STAMP := $(OPENVINO_VENV)/.install-stamp
+
+$(OPENVINO_STAMP): constraints.txt
+	test -x $(OPENVINO_VENV)/bin/python || $(PYTHON) -m venv $(OPENVINO_VENV)
+	$(OPENVINO_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OPENVINO_VENV)/bin/python -m pip install --quiet -c constraints.txt numpy onnxruntime-openvino
+	touch $(OPENVINO_STAMP)
+
+install-openvino: $(OPENVINO_STAMP)  ## a separate venv with ONNX Runtime's OpenVINO build (CPU + OpenVINO providers)
+
+bench-transformer: $(STAMP) $(OPENVINO_STAMP)  ## BERT-small-shaped encoder: best int8 variant vs PyTorch eager
+	flock /tmp/onnxforge-heavy.lock $(BIN)/python benchmarks/transformer_speed.py
 
 run: $(STAMP)  ## run the default recipe end to end (embedded Prefect + MLflow)
 	$(BIN)/onnxforge run $(RECIPE)

@@ -50,7 +50,9 @@ def stage_rows(recipe_path: str, work: Path) -> tuple[list, list, dict]:
     train_features = load_splits(recipe.dataset).x_train
     builds = [VariantBuild(variant="fp32", artifact=fp32)]
     for name, settings in recipe.requested_variants():
-        builds.append(build_variant(name, parent_for(name, builds), settings, work, train_features))
+        builds.append(
+            build_variant(name, parent_for(name, builds, settings), settings, work, train_features)
+        )
     for build in builds:
         print(
             f"  {build.variant}: "
@@ -124,10 +126,12 @@ def plain_loop_p50(path: str, batch, threads: int | None, warmup: int, iteration
 
 
 def report_speed(rows: list, parity: list, info: dict) -> None:
+    from onnxforge.benchmark import baseline_name
 
     recipe = info["recipe"]
     sizes = recipe.benchmark.batch_sizes
-    print(f"\n== {recipe.name}: best variant vs {recipe.model.framework} eager (p50, CPU) ==")
+    baseline = baseline_name(recipe.model.framework)
+    print(f"\n== {recipe.name}: best variant vs {baseline} (p50, CPU) ==")
     for size in sizes:
         base = next(r for r in rows if r.provider == "framework" and r.batch_size == size)
         onnx_rows = [
@@ -137,7 +141,7 @@ def report_speed(rows: list, parity: list, info: dict) -> None:
         ]
         best = min(onnx_rows, key=lambda r: r.p50_ms)
         print(
-            f"bs{size}: eager {base.p50_ms:.4f} ms, best {best.variant} {best.p50_ms:.4f} ms "
+            f"bs{size}: {baseline} {base.p50_ms:.4f} ms, best {best.variant} {best.p50_ms:.4f} ms "
             f"-> {best.speedup:.2f}x faster"
         )
         for row in sorted(onnx_rows, key=lambda r: r.variant):

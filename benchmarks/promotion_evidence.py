@@ -58,7 +58,9 @@ def evidence(recipe_path: str, rounds: int | None, work: Path) -> dict:
     calibration = load_splits(recipe.dataset).x_train
     builds = [VariantBuild(variant="fp32", artifact=fp32)]
     for name, settings in recipe.requested_variants():
-        builds.append(build_variant(name, parent_for(name, builds), settings, work, calibration))
+        builds.append(
+            build_variant(name, parent_for(name, builds, settings), settings, work, calibration)
+        )
     artifacts = built_artifacts(builds)
     parity = check_all(recipe, trained.checkpoint, artifacts)
     passing = passing_artifacts(artifacts, parity)

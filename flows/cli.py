@@ -14,15 +14,41 @@ EXIT_BAD_INPUT = 2
 EXIT_REFUSED = 1  # a tampered file, a missing version, a refused alias move
 
 
+def _add_verbose(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help=(
+            "show third-party warnings and log chatter (TensorFlow, torch, ONNX Runtime, ...) "
+            "as the libraries print them; by default they go to DEBUG logging "
+            "(also ONNXFORGE_VERBOSE=1)"
+        ),
+    )
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every command takes after its name (and `onnxforge` before it)."""
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a command that is not given the flag keeps what came before the command
+    _add_verbose(common, argparse.SUPPRESS)
+    return common
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onnxforge",
         description="Train, export, simplify, quantize, validate, benchmark and register ONNX models.",
     )
+    _add_verbose(parser, False)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run a recipe end to end (Prefect flow, MLflow tracking)")
+    common = _common()
+    run = commands.add_parser(
+        "run", parents=[common], help="run a recipe end to end (Prefect flow, MLflow tracking)"
+    )
     validate = commands.add_parser(
-        "validate", help="check a recipe (schema, files, model fit); no work"
+        "validate", parents=[common], help="check a recipe (schema, files, model fit); no work"
     )
     for sub in (run, validate):
         sub.add_argument("recipe", help="path to a recipe YAML, e.g. configs/digits_cnn.yaml")
@@ -44,29 +70,39 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train, export and build every variant again, even when stored results match",
     )
-    _registry_parsers(commands)
+    _registry_parsers(commands, common)
     return parser
 
 
-def _registry_parsers(commands: argparse._SubParsersAction) -> None:
+def _registry_parsers(
+    commands: argparse._SubParsersAction, common: argparse.ArgumentParser
+) -> None:
     """The consumer side: verified pulls, checks of every version, alias moves by hand."""
     pull = commands.add_parser(
-        "pull", help="download a registered model, check its sha256, write model.onnx + manifest"
+        "pull",
+        parents=[common],
+        help="download a registered model, check its sha256, write model.onnx + manifest",
     )
     pull.add_argument("ref", help="NAME, NAME@ALIAS or NAME/VERSION (default alias: champion)")
     pull.add_argument(
         "--provider", help="execution provider; without an alias, pulls champion-<provider>"
     )
     pull.add_argument("--to", required=True, help="folder to write model.onnx and manifest.json")
-    verify = commands.add_parser("verify", help="check every version's file against its sha256")
+    verify = commands.add_parser(
+        "verify", parents=[common], help="check every version's file against its sha256"
+    )
     verify.add_argument("name", help="registered model name")
-    promote = commands.add_parser("promote", help="move an alias to a version by hand (checked)")
+    promote = commands.add_parser(
+        "promote", parents=[common], help="move an alias to a version by hand (checked)"
+    )
     promote.add_argument("name", help="registered model name")
     promote.add_argument("version", help="version number")
     promote.add_argument("--alias", default="champion", help="alias to move (default: champion)")
     promote.add_argument("--reason", required=True, help="why; kept in the alias history")
     rollback = commands.add_parser(
-        "rollback", help="move an alias back to where it was before its last recorded move"
+        "rollback",
+        parents=[common],
+        help="move an alias back to where it was before its last recorded move",
     )
     rollback.add_argument("name", help="registered model name")
     rollback.add_argument("--alias", default="champion", help="alias to move (default: champion)")
@@ -214,6 +250,9 @@ _REGISTRY_COMMANDS = {"pull": _pull, "verify": _verify, "promote": _promote, "ro
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `onnxforge` command."""
     args = _parser().parse_args(argv)
+    from onnxforge.chatter import route_third_party_output
+
+    route_third_party_output(args.verbose or None)  # before any heavy import reads the env
     if args.command in _REGISTRY_COMMANDS:
         return _registry_command(args)
     from onnxforge.errors import RecipeError

@@ -6,6 +6,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.params import DEFAULT_RECIPE, OverrideValue, RecipePath, run_name
+from onnxforge.chatter import route_third_party_output
 from onnxforge.records import (
     Registration,
     VariantBuild,
@@ -47,6 +48,7 @@ def onnx_pipeline(
         no_cache: Train, export and build every variant again even when a stored result for the
             same recipe, data and code exists.
     """
+    route_third_party_output()  # a deployment's run too: chatter to DEBUG, unless verbose
     recipe = validate_recipe(recipe_path, overrides)
     context = open_run(recipe, recipe_path, str(flow_run.id))
     fresh = {"refresh_cache": True} if no_cache else {}
@@ -56,8 +58,8 @@ def onnx_pipeline(
     log_training(trained, context)
     fp32 = export.with_options(**fresh)(recipe, trained, data, context)
     builds = [VariantBuild(variant="fp32", artifact=fp32)]
-    for name, _ in recipe.requested_variants():  # simplify, optimize, quantize, in build order
-        parent = parent_for(name, builds)
+    for name, settings in recipe.requested_variants():  # simplify, optimize, quantize, in order
+        parent = parent_for(name, builds, settings)
         builds.append(make_variant.with_options(**fresh)(recipe, name, parent, data, context))
     artifacts = built_artifacts(builds)
     parity = validate_parity(recipe, trained, artifacts, data, context)

@@ -182,8 +182,10 @@ def main() -> None:
     parent (a SIGKILLed parent must not leave this process measuring)."""
     import os
 
+    from onnxforge.chatter import route_third_party_output
     from onnxforge.procs import watch_parent
 
+    route_third_party_output()  # the parent's ONNXFORGE_VERBOSE: a crash's stderr tail stays short
     parent = int(os.environ.get(PARENT_ENV, os.getppid()))
     watch_parent(parent)  # the fallback where PR_SET_PDEATHSIG was not set or was missed
     request = json.loads(sys.stdin.readline())["load"]

@@ -44,6 +44,17 @@ LOAD_TIMEOUT_S = 300  # a session or a framework model that takes longer to load
 SEGMENT_TIMEOUT_S = 300  # one contender's timed runs within one round
 SETTLE_S = 0.02  # lets the previous contender's thread pool go idle before the next one times
 WORKER_COMMAND = (sys.executable, "-m", "onnxforge.bench_worker")
+# The framework baseline's row name, by framework: what its adapter's latency_callable runs.
+BASELINE_NAMES = {
+    "pytorch": "pytorch-eager",  # the module's forward, eager, under torch.inference_mode
+    "keras": "keras-tf-function",  # the model called in a tf.function (graph mode, like predict)
+    "onnx": "onnx-original",  # the file as brought, unrewritten, on ONNX Runtime's CPU provider
+}
+
+
+def baseline_name(framework: str) -> str:
+    """The framework baseline's row name (and MLflow metric prefix) for a recipe's framework."""
+    return BASELINE_NAMES[framework]
 
 
 def machine_lock_path() -> Path:
@@ -359,7 +370,7 @@ def bench_provider(
             "data": None if data is None else {"path": data.path, "sha256": data.sha256},
             **_common_load(spec, features),
         }
-        contenders.append(Contender(f"{recipe.model.framework}-eager", "framework", load))
+        contenders.append(Contender(baseline_name(recipe.model.framework), "framework", load))
     if contenders:
         rows += measure_interleaved(contenders, provider, spec, machine_lock_path())
     return rows

@@ -95,7 +95,15 @@ def train_key(recipe: Any, data_sha256: str) -> str:
         data=data_sha256,
         checkpoint=content_sha256(recipe.model.checkpoint),
         model_file=content_sha256(recipe.model.file),
+        pretrained=content_sha256(pretrained_folder(recipe.model)),
     )
+
+
+def pretrained_folder(model: Any) -> str | None:
+    """A `transformers` source's save_pretrained folder: its weights are an input like a checkpoint."""
+    if model.architecture == "hf_sequence_classifier":
+        return model.kwargs.get("pretrained")
+    return None
 
 
 def export_key(recipe: Any, checkpoint_sha256: str, data_sha256: str) -> str:

@@ -234,6 +234,15 @@ class ModelSpec(Strict):
             )
         return value
 
+    @field_validator("kwargs")
+    @classmethod
+    def _recipe_relative_pretrained(cls, value: dict[str, Any], info: ValidationInfo) -> Any:
+        """A `transformers` folder (`pretrained`) is a recipe path, like file and checkpoint."""
+        folder = value.get("pretrained")
+        if info.data.get("architecture") == "hf_sequence_classifier" and isinstance(folder, str):
+            return {**value, "pretrained": str(_resolve(Path(folder), info))}
+        return value
+
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
         adapter = ADAPTERS[self.framework]
@@ -415,7 +424,16 @@ class Recipe(Strict):
             raise ValueError(
                 f"train.enabled: {self.model.framework} models cannot be trained; set it to false"
             )
-        if not self.train.enabled and self.model.checkpoint is None and self.model.file is None:
+        weights_given = (
+            self.model.checkpoint is not None
+            or self.model.file is not None
+            # a transformers folder holds its weights
+            or (
+                self.model.architecture == "hf_sequence_classifier"
+                and "pretrained" in self.model.kwargs
+            )
+        )
+        if not self.train.enabled and not weights_given:
             raise ValueError("model.checkpoint: required when train.enabled is false")
         if self.train.enabled and self.dataset.declared_label_free():
             what = (
@@ -437,6 +455,14 @@ class Recipe(Strict):
                 "export.make_batch_dynamic: rewrites a brought ONNX file (framework: onnx); "
                 f"{self.model.framework} exports name their axes in export.dynamic_axes"
             )
+        requested = dict(self.requested_variants())
+        for name, settings in requested.items():
+            source = getattr(settings, "source", None)
+            if source is not None and source not in requested:
+                raise ValueError(
+                    f"variants.{name}.source: {source!r} is not among the recipe's variants "
+                    f"({', '.join(requested)}); add it or use the default, simplified"
+                )
         objective = self.registry.objective
         if objective.provider not in self.benchmark.providers:
             raise ValueError(

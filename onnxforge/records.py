@@ -328,9 +328,10 @@ def passing_artifacts(
     return [artifact for artifact in artifacts if artifact.variant in passed]
 
 
-def parent_for(variant: str, builds: list[VariantBuild]) -> ModelArtifact:
-    """The artifact a variant is made from: its registered parent, or the nearest built ancestor."""
+def parent_for(variant: str, builds: list[VariantBuild], settings: Any = None) -> ModelArtifact:
+    """The artifact a variant is made from: its parent (registered, or the settings' `source`),
+    or the nearest built ancestor."""
     from onnxforge.variants import buildable_from
 
     built = {b.variant: b.artifact for b in builds if b.artifact is not None}
-    return built[buildable_from(variant, set(built))]
+    return built[buildable_from(variant, set(built), settings)]

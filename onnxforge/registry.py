@@ -43,7 +43,14 @@ def log_variant_models(
             context.experiment_id,
             name=artifact.variant,
             source_run_id=context.run_id,
-            tags={"variant": artifact.variant, "sha256": artifact.sha256, **build_tags(artifact)},
+            tags={
+                "variant": artifact.variant,
+                "sha256": artifact.sha256,
+                # what made it (the fusions that applied, the quantizer's settings) and from what
+                "producer": artifact.producer[:5000],
+                "parent": str(artifact.parent),
+                **build_tags(artifact),
+            },
         )
         mlflow.onnx.log_model(
             onnx.load(artifact.path),

@@ -34,7 +34,7 @@ class AdapterInfo:
 ADAPTERS: dict[str, AdapterInfo] = {
     "pytorch": AdapterInfo(
         "onnxforge.adapters.pytorch",
-        ("small_cnn", "mlp", "token_transformer"),
+        ("small_cnn", "mlp", "token_transformer", "hf_sequence_classifier"),
         ("dynamo", "torchscript"),
         max_opset=23,
         import_paths=True,

@@ -10,6 +10,7 @@ Sequential and Functional models alike.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,14 @@ PREDICT_BATCH = 256
 
 
 def _tf() -> Any:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter quiet
+    if "tensorflow" not in sys.modules:
+        from onnxforge.chatter import native_notes_to_debug, verbose
+
+        if not verbose():
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ log: errors only
+        # TensorFlow logs its oneDNN notice while it loads, before it reads TF_CPP_MIN_LOG_LEVEL.
+        with native_notes_to_debug():
+            import tensorflow  # noqa: F401
     import tensorflow as tf
 
     return tf

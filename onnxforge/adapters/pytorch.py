@@ -67,7 +67,13 @@ class PyTorchAdapter:
         return import_object(model_spec.architecture)(**model_spec.kwargs).eval()
 
     def check_source(self, model_spec: Any) -> None:
-        """An import-path architecture must resolve to something callable."""
+        """An import-path architecture must resolve to something callable; a `transformers`
+        one needs the extra and a config or a local safetensors folder."""
+        from onnxforge.adapters.hf_models import ARCHITECTURE, check_kwargs
+
+        if model_spec.architecture == ARCHITECTURE:
+            check_kwargs(model_spec.kwargs)
+            return
         if ":" not in model_spec.architecture:
             return
         try:
@@ -165,7 +171,13 @@ class PyTorchAdapter:
         # Named inputs go in as keyword arguments (forward's parameter names), one array as the
         # single positional argument.
         args, kwargs = ((), tensors) if isinstance(tensors, dict) else ((tensors,), {})
-        common = {"input_names": names, "output_names": outputs, "opset_version": spec.opset}
+        # verbose=False: the dynamo exporter's "[torch.onnx] ..." progress lines are print()s
+        common = {
+            "input_names": names,
+            "output_names": outputs,
+            "opset_version": spec.opset,
+            "verbose": False,
+        }
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if exporter == "dynamo":

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from onnxforge.adapters.hf_models import ARCHITECTURE, hf_sequence_classifier
 
 
 class SmallCNN(nn.Module):
@@ -77,8 +80,10 @@ class TokenTransformer(nn.Module):
         return self.head(self.encoder(hidden).mean(dim=1))
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": SmallCNN,
     "mlp": MLP,
     "token_transformer": TokenTransformer,
+    # imports `transformers` only when built (the optional extra)
+    ARCHITECTURE: hf_sequence_classifier,
 }

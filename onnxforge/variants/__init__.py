@@ -142,9 +142,15 @@ def _load_all() -> None:
             importlib.import_module(f"{__name__}.{name}")
 
 
-def buildable_from(variant: str, built: set[str]) -> str:
+def parent_of(variant: str, settings: BaseModel | None = None) -> str | None:
+    """The variant it is made from: the settings' `source` when they have one (int8 variants
+    may quantize ort-optimized's graph), else the registered parent."""
+    return getattr(settings, "source", None) or VARIANTS[variant].parent
+
+
+def buildable_from(variant: str, built: set[str], settings: BaseModel | None = None) -> str:
     """The nearest ancestor of `variant` that was built (a parent that failed is skipped over)."""
-    parent = VARIANTS[variant].parent
+    parent = parent_of(variant, settings)
     while parent is not None and parent not in built:
         parent = VARIANTS[parent].parent
     return parent or "fp32"

@@ -7,11 +7,11 @@ from typing import Literal
 
 import numpy as np
 
-from onnxforge.variants import Tolerance, VariantSettings, VariantSpec, register
-from onnxforge.variants.quantization import prepared_copy
+from onnxforge.variants import Tolerance, VariantSpec, register
+from onnxforge.variants.quantization import QuantizedFrom, prepared_copy
 
 
-class DynamicSettings(VariantSettings):
+class DynamicSettings(QuantizedFrom):
     """Weight type and per-channel weights."""
 
     weight_type: Literal["QInt8", "QUInt8"] = "QInt8"

@@ -11,16 +11,17 @@ from pydantic import Field
 
 from onnxforge.batching import file_batch
 from onnxforge.inputs import Features, count, take, tile
-from onnxforge.variants import Made, Tolerance, VariantSettings, VariantSpec, register
+from onnxforge.variants import Made, Tolerance, VariantSpec, register
 from onnxforge.variants.quantization import (
     ArrayReader,
+    QuantizedFrom,
     graph_input_names,
     per_channel_source,
     prepared_copy,
 )
 
 
-class StaticSettings(VariantSettings):
+class StaticSettings(QuantizedFrom):
     """Calibration method and sample count, activation and weight types, per-channel weights."""
 
     calibration: Literal["MinMax", "Entropy", "Percentile"] = "MinMax"

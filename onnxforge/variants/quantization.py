@@ -6,10 +6,20 @@ import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from onnxforge.inputs import Features, count, named, take
+from onnxforge.variants import VariantSettings
+
+
+class QuantizedFrom(VariantSettings):
+    """Which float graph an int8 variant quantizes: onnxsim's output (the default) or
+    ort-optimized's, whose transformer fusions (Attention, SkipLayerNormalization) then stay in
+    the quantized graph."""
+
+    source: Literal["simplified", "ort-optimized"] = "simplified"
 
 
 @contextlib.contextmanager

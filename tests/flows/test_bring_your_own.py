@@ -64,8 +64,8 @@ def _onnx(folder: Path) -> Path:
 
 KINDS = {
     "pytorch-import-path": (_pytorch, "torch.onnx.export", "pytorch-eager"),
-    "keras-file": (_keras, "tf2onnx", "keras-eager"),
-    "onnx-file": (_onnx, "user ONNX file", "onnx-eager"),
+    "keras-file": (_keras, "tf2onnx", "keras-tf-function"),
+    "onnx-file": (_onnx, "user ONNX file", "onnx-original"),
 }
 
 

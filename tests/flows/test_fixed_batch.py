@@ -68,7 +68,7 @@ def test_a_fixed_batch_onnx_file_runs_end_to_end_and_is_registered(
         "fp32",
         "simplified",
         "int8-dynamic",
-        "onnx-eager",
+        "onnx-original",
     }
     assert all(row["status"] == "ok" for row in at_one), at_one
     assert at_four and all(row["status"] == "unsupported" for row in at_four), at_four
@@ -106,7 +106,9 @@ def test_make_batch_dynamic_rewrites_the_file_and_every_batch_size_is_measured(
     assert variants >= {"fp32", "simplified", "int8-dynamic"}
     # the rewritten variants run at batch 4; the user's file (the baseline) still takes only 1
     assert all(r["status"] == "ok" for r in table if r["variant"] in variants), table
-    baseline_at_four = [r for r in table if r["variant"] == "onnx-eager" and r["batch_size"] == 4]
+    baseline_at_four = [
+        r for r in table if r["variant"] == "onnx-original" and r["batch_size"] == 4
+    ]
     assert [r["status"] for r in baseline_at_four] == ["unsupported"]
     assert run.data.metrics["parity.fp32.passed"] == 1
     local = Path(

@@ -40,7 +40,7 @@ def test_keras_model_is_converted_validated_and_registered(
     metrics = run.data.metrics
     assert metrics["train.test_accuracy"] >= 0.95
     assert metrics["parity.fp32.max_abs_err"] < 1e-4  # against the Keras model's own predictions
-    assert metrics["bench.keras-eager.framework.bs1.p50_ms"] > 0
+    assert metrics["bench.keras-tf-function.framework.bs1.p50_ms"] > 0
     assert metrics["bench.fp32.cpu.bs16.speedup"] > 0
     summary = client.download_artifacts(run.info.run_id, "summary.json")
     assert "tf2onnx.convert.from_function" in open(summary).read()

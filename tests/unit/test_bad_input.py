@@ -79,7 +79,7 @@ CASES = [
     (
         "unknown architecture",
         {"model.architecture": "resnet9000"},
-        "model.architecture: expected one of small_cnn, mlp, token_transformer, "
+        "model.architecture: expected one of small_cnn, mlp, token_transformer, hf_sequence_classifier, "
         "package.module:ClassOrFactory for pytorch; got 'resnet9000'",
         "architecture: resnet9000",
     ),

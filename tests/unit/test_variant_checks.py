@@ -164,7 +164,9 @@ def test_an_invalid_variant_is_build_failed_and_its_child_uses_the_nearest_valid
     out = tmp_path / "out"
     builds = [VariantBuild(variant="fp32", artifact=_fp32(_cnn(tmp_path)))]
     for name, settings in (("old-int8-static", StaticSettings()), ("child", DynamicSettings())):
-        builds.append(build_variant(name, parent_for(name, builds), settings, out, SAMPLES))
+        builds.append(
+            build_variant(name, parent_for(name, builds, settings), settings, out, SAMPLES)
+        )
     broken, child = builds[1], builds[2]
 
     assert broken.status == "build_failed" and broken.artifact is None
