@@ -8,7 +8,7 @@ POOL ?= onnxforge-process
 # Debian's Chromium for the browser test (tests/flows/test_browser.py), driven by playwright.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install install-openvino bench-transformer run test test-fast lint format serve deploy worker automation server stop-server clean
+.PHONY: install install-openvino bench-transformer run test test-fast lint format serve deploy worker automation server stop-server stack stop-stack clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,12 @@ server: $(STAMP)  ## Prefect + MLflow servers with authentication, in the backgr
 	bash deployments/start_servers.sh
 
 stop-server:  ## stop what `make server` started
+	bash deployments/stop_servers.sh
+
+stack: $(STAMP)  ## the team stack: Prefect + MLflow on PostgreSQL 15, auth, proxied artifacts
+	BACKEND=postgres bash deployments/start_servers.sh
+
+stop-stack:  ## stop what `make stack` started (servers, then the PostgreSQL cluster)
 	bash deployments/stop_servers.sh
 
 serve: $(STAMP)  ## serve every recipe's nightly deployment (needs `make server`'s exports)

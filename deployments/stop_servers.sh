@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Stop the servers deployments/start_servers.sh started (same STATE): each runs in its own
-# process group (setsid), so the group is signalled, workers included.
+# process group (setsid), so the group is signalled, workers included. Then, where the team stack
+# (BACKEND=postgres) runs its PostgreSQL cluster in STATE, that stops too (`pg_ctl stop -m fast`).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 STATE=${STATE:-$REPO/.onnxforge/servers}
+[[ -d "$STATE" ]] || exit 0
+STATE=$(cd "$STATE" && pwd)
+# shellcheck source=deployments/postgres.sh
+source "$REPO/deployments/postgres.sh"
 for name in prefect mlflow; do
   pidfile="$STATE/$name.pid"
   [[ -f "$pidfile" ]] || continue
@@ -19,3 +24,4 @@ for name in prefect mlflow; do
   fi
   rm -f "$pidfile"
 done
+pg_stop

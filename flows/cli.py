@@ -156,9 +156,9 @@ def _run(recipe_path: str, overrides: dict[str, str], no_cache: bool = False) ->
         print(f"  champion: {registration.reason}")
         print(f"  deploy it with: onnxforge pull {registration.model_name}@champion --to ./model")
     print(f"MLflow tracking URI: {resolve_tracking_uri()}")
-    print(
-        f"See it in the MLflow UI: {ui_command(resolve_tracking_uri())}  (then http://127.0.0.1:5000)"
-    )
+    tracking_uri = resolve_tracking_uri()
+    then = "" if tracking_uri.startswith("http") else "  (then http://127.0.0.1:5000)"
+    print(f"See it in the MLflow UI: {ui_command(tracking_uri)}{then}")
     return 0
 
 
