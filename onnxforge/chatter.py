@@ -15,13 +15,14 @@ written before it reads its variable, are caught on stderr around its import: se
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -160,3 +161,19 @@ def _replay(text: str) -> None:
         else:
             sys.stderr.write(line + "\n")
     sys.stderr.flush()
+
+
+@contextmanager
+def prints_to_debug(source: str) -> Iterator[None]:
+    """Around a library call that reports progress with `print` (onnxsim prints
+    "Checking 0/3..." once per check run): those lines go to DEBUG unless verbose."""
+    if verbose():
+        yield
+        return
+    buffer = io.StringIO()
+    try:
+        with redirect_stdout(buffer):
+            yield
+    finally:
+        for line in buffer.getvalue().splitlines():
+            LOGGER.debug("%s: %s", source, line)

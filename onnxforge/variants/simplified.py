@@ -25,6 +25,7 @@ def make_simplified(
     import onnxsim
 
     from onnxforge.batching import file_batch
+    from onnxforge.chatter import prints_to_debug
     from onnxforge.inputs import named, tile
     from onnxforge.records import onnx_size_bytes
     from onnxforge.variants.quantization import graph_input_names
@@ -36,12 +37,13 @@ def make_simplified(
     # As many as the model takes: a file whose batch is fixed (model zoos fix it at 1) refuses 4.
     batch = file_batch(str(parent)) or 4
     feed = named(tile(samples, batch), graph_input_names(parent))
-    simplified, check_ok = onnxsim.simplify(
-        onnx.load(str(parent)),
-        check_n=settings.check_n,
-        test_input_shapes={name: list(array.shape) for name, array in feed.items()},
-        input_data=feed,
-    )
+    with prints_to_debug("onnxsim"):
+        simplified, check_ok = onnxsim.simplify(
+            onnx.load(str(parent)),
+            check_n=settings.check_n,
+            test_input_shapes={name: list(array.shape) for name, array in feed.items()},
+            input_data=feed,
+        )
     if not check_ok:
         raise RuntimeError("onnxsim's own output check failed")
     onnx.save(simplified, str(out_path))

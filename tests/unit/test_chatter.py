@@ -193,3 +193,36 @@ def test_verbose_is_taken_before_or_after_the_command(argv: list[str], expected:
     from flows.cli import _parser
 
     assert _parser().parse_args(argv).verbose is expected
+
+
+# onnxsim reports each of its output checks with print("Checking i/n..."), on stdout.
+ONNXSIM_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+    from onnxforge.chatter import route_third_party_output
+    from onnxforge.variants.simplified import SimplifySettings, make_simplified
+
+    route_third_party_output(sys.argv[1] == "verbose" or None)
+    work = Path(sys.argv[2])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]),
+              str(work / "m.onnx"))
+    make_simplified(work / "m.onnx", SimplifySettings(check_n=2), work / "s.onnx",
+                    np.ones((4, 3), np.float32))
+    print("SIMPLIFIED", (work / "s.onnx").exists())
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["quiet", "verbose"])
+def test_onnxsim_check_lines_are_hidden_unless_verbose(tmp_path: Path, mode: str) -> None:
+    result = _run(ONNXSIM_SCRIPT, mode, str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "SIMPLIFIED True" in result.stdout
+    assert ("Checking 0/2" in result.stdout) == (mode == "verbose"), result.stdout
