@@ -158,12 +158,14 @@ def experiments(
     from onnxforge.drift import drifting_layers
     from onnxforge.records import describe_onnx
     from onnxforge.variant_build import build_variant
+    from onnxforge.variants.ort_optimized import ATTENTION_OPS, fused_ops
 
     files: dict[str, str] = {}
     by_name = {b.variant: b.artifact for b in builds if b.artifact}
-    if "MultiHeadAttention" in by_name.get("ort-optimized", by_name["fp32"]).producer:
-        parents = {"ort-optimized": by_name["ort-optimized"]}  # the pipeline's fused graph
-    else:  # an ort-optimized made from onnxsim's output has no attention fusion: fuse here
+    optimized = by_name.get("ort-optimized")
+    if optimized and ATTENTION_OPS & set(fused_ops(Path(optimized.path))):
+        parents = {"ort-optimized": optimized}  # the pipeline's fused graph
+    else:  # ort-optimized failed or fused no attention: onnxscript's fusions, here
         fused = fuse_for_ort(Path(by_name["fp32"].path), work / "fused.onnx")
         files["fused"] = str(fused)
         parents = {"fused": describe_onnx(fused, "ort-optimized", "fp32", "optimize_for_ort")}
@@ -180,6 +182,8 @@ def experiments(
             if build.artifact:
                 files[f"{variant}+{tag}"] = build.artifact.path
     static = recipe.variants.int8_static
+    if "simplified" not in by_name:
+        return files
     exclusions = {"matmul-only": non_matmul_nodes(Path(by_name["simplified"].path))}
     if "int8-static" in by_name and args.exclude:
         drift = drifting_layers(

@@ -91,7 +91,8 @@ MLFLOW_SECRET_KEY=$(secret_file "$STATE/mlflow_secret_key")
 # Where the servers keep their data (MLflow through psycopg2: SQLAlchemy 2.1 would pick psycopg 3,
 # which is not installed). The database URLs reach the servers through their
 # environment (never their command lines, which every local user can read).
-prefect_database=()
+# Prefect's own default on SQLite: prefect.db in its PREFECT_HOME.
+PREFECT_DATABASE_URL="sqlite+aiosqlite:///$STATE/prefect/prefect.db"
 if [[ "$BACKEND" == postgres ]]; then
   PG_PASSWORD=${POSTGRES_PASSWORD:-$(secret_file "$STATE/postgres_password")}
   pg_start || {
@@ -99,7 +100,7 @@ if [[ "$BACKEND" == postgres ]]; then
     stop_all
     exit "$status"
   }
-  prefect_database=(PREFECT_API_DATABASE_CONNECTION_URL="$(pg_url postgresql+asyncpg prefect)")
+  PREFECT_DATABASE_URL=$(pg_url postgresql+asyncpg prefect)
   MLFLOW_STORE=$(pg_url postgresql+psycopg2 mlflow)
   AUTH_STORE=$(pg_url postgresql+psycopg2 mlflow_auth)
   ARTIFACTS="$STATE/mlartifacts-postgres"
@@ -116,6 +117,7 @@ mkdir -p "$ARTIFACTS"
 # holds the auth store's URL (with the database password on PostgreSQL): mode 0600, and `%`
 # doubled for configparser.
 AUTH_INI="$STATE/mlflow_auth.ini"
+rm -f "$AUTH_INI" # written afresh below with umask 077: an older file may be world-readable
 (
   umask 077
   cat >"$AUTH_INI" <<INI
@@ -132,7 +134,7 @@ UI_ORIGIN="http://$HOST:$PREFECT_PORT"
 PREFECT_HOME="$STATE/prefect" PREFECT_SERVER_ANALYTICS_ENABLED=false \
   PREFECT_SERVER_API_AUTH_STRING="$PREFECT_API_AUTH_STRING" \
   PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS="$UI_ORIGIN" PREFECT_UI_API_URL="$UI_ORIGIN/api" \
-  env "${prefect_database[@]}" \
+  PREFECT_API_DATABASE_CONNECTION_URL="$PREFECT_DATABASE_URL" \
   setsid nohup "$BIN/prefect" server start --host "$HOST" --port "$PREFECT_PORT" \
   >"$STATE/prefect.log" 2>&1 </dev/null &
 echo $! >"$STATE/prefect.pid"

@@ -26,6 +26,7 @@ PACKAGE = Path(__file__).resolve().parent
 TOOLS = (
     "numpy",
     "onnx",
+    "onnx-ir",
     "onnxruntime",
     "onnxscript",
     "onnxsim",
@@ -33,6 +34,7 @@ TOOLS = (
     "tensorflow",
     "tensorflow-cpu",
     "tf2onnx",
+    "transformers",
 )
 
 
@@ -113,6 +115,8 @@ def export_key(recipe: Any, checkpoint_sha256: str, data_sha256: str) -> str:
         "export",
         checkpoint=checkpoint_sha256,
         model=recipe.model,
+        # export rebuilds the model from the folder's config.json before loading the weights
+        pretrained=content_sha256(pretrained_folder(recipe.model)),
         export=recipe.export,
         data=data_sha256,
     )

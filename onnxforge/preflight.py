@@ -87,7 +87,7 @@ def check_data_and_model(recipe: Recipe, source: str, overrides: Any = None) -> 
     except ValueError as error:
         _refuse(source, f"dataset: {error}", overrides)
     _check_task(recipe, splits, source, overrides)
-    from onnxforge.training import fresh_model
+    from onnxforge.training import check_no_random_weights, fresh_model
 
     adapter = get_adapter(recipe.model.framework)
     try:
@@ -111,6 +111,10 @@ def check_data_and_model(recipe: Recipe, source: str, overrides: Any = None) -> 
             f"{recipe.model.kwargs} for samples {samples}: {_first_line(error)}",
             overrides,
         )
+    try:
+        check_no_random_weights(recipe, model)
+    except ValueError as error:
+        _refuse(source, str(error), overrides)
     if recipe.model.checkpoint is not None:
         try:
             adapter.load_checkpoint(model, recipe.model.checkpoint)

@@ -457,11 +457,14 @@ class Recipe(Strict):
             )
         requested = dict(self.requested_variants())
         for name, settings in requested.items():
-            source = getattr(settings, "source", None)
-            if source is not None and source not in requested:
+            # Only a source the recipe names: the default (simplified) falls back to the
+            # nearest built ancestor, as int8 of a recipe without simplified always has (fp32).
+            if "source" not in getattr(settings, "model_fields_set", ()):
+                continue
+            if settings.source not in requested:
                 raise ValueError(
-                    f"variants.{name}.source: {source!r} is not among the recipe's variants "
-                    f"({', '.join(requested)}); add it or use the default, simplified"
+                    f"variants.{name}.source: {settings.source!r} is not among the recipe's "
+                    f"variants ({', '.join(requested)}); add it, or leave source out"
                 )
         objective = self.registry.objective
         if objective.provider not in self.benchmark.providers:

@@ -49,6 +49,8 @@ def train_model(
     model = fresh_model(recipe, splits)
     if recipe.model.checkpoint is not None:
         adapter.load_checkpoint(model, recipe.model.checkpoint)
+    else:
+        check_no_random_weights(recipe, model)
     started = time.perf_counter()
     epochs_run = 0
     history: list[EpochMetrics] = []
@@ -80,6 +82,19 @@ def train_model(
         test_rmse=_rmse(test_scores, splits.y_test),
         seconds=seconds,
         history=tuple(history),
+    )
+
+
+def check_no_random_weights(recipe: Recipe, model: Any) -> None:
+    """Untrained, a model keeps the weights it was built with: a `transformers` folder whose head
+    does not match the data's classes (or has none) would be registered with a random head."""
+    fresh = getattr(model, "fresh_weights", ())
+    if recipe.train.enabled or recipe.model.checkpoint is not None or not fresh:
+        return
+    raise ValueError(
+        f"model.kwargs.pretrained: the folder has no weights for {', '.join(fresh[:4])} (a head "
+        "for another number of classes, or none): they would stay random with train.enabled "
+        "false; train them, or bring a folder whose head matches the data's classes"
     )
 
 

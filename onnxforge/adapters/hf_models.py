@@ -31,9 +31,12 @@ class HFSequenceClassifier(nn.Module):
     """A `transformers` *ForSequenceClassification model: token ids (and, when the dataset has
     them, attention_mask and token_type_ids) -> logits."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, fresh_weights: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.model = model
+        # Weights a pretrained folder did not provide (a head of another size, or none): random
+        # until training fits them.
+        self.fresh_weights = fresh_weights
 
     def forward(
         self,
@@ -51,6 +54,13 @@ def _transformers() -> Any:
         import transformers
     except ImportError:
         raise ValueError(_MISSING) from None
+    from onnxforge.chatter import verbose
+
+    if not verbose():
+        # transformers logs through a handler of its own, without propagation, so the root
+        # handlers' chatter filter never saw its warnings: hand them to the root logger instead.
+        transformers.utils.logging.disable_default_handler()
+        transformers.utils.logging.enable_propagation()
     return transformers
 
 
@@ -61,6 +71,12 @@ def check_kwargs(kwargs: dict[str, Any]) -> None:
         raise ValueError(
             f"model.kwargs: {ARCHITECTURE} needs exactly one of model_type (e.g. bert, with the "
             "config's fields beside it) or pretrained (a local folder written by save_pretrained)"
+        )
+    attention = kwargs.get("attn_implementation", "eager")
+    if attention not in ("eager", "sdpa"):
+        raise ValueError(
+            f"model.kwargs.attn_implementation: expected eager (what ONNX Runtime's fusions "
+            f"match) or sdpa; got {attention!r}"
         )
     transformers = _transformers()
     if "model_type" in kwargs:
@@ -120,7 +136,7 @@ def hf_sequence_classifier(
             _config(transformers, config, labels), attn_implementation=attn_implementation
         )
     else:
-        model = auto.from_pretrained(
+        model, info = auto.from_pretrained(
             str(pretrained),
             num_labels=labels,
             # a folder saved with another head size gets a fresh head, which training fits
@@ -129,5 +145,8 @@ def hf_sequence_classifier(
             trust_remote_code=False,
             use_safetensors=True,
             attn_implementation=attn_implementation,
+            output_loading_info=True,
         )
+        fresh = [*info.get("missing_keys", ()), *(m[0] for m in info.get("mismatched_keys", ()))]
+        return HFSequenceClassifier(model, tuple(sorted(map(str, fresh))))
     return HFSequenceClassifier(model)

@@ -59,7 +59,8 @@ def _psql(env: dict[str, str], state: Path, database: str, sql: str) -> str:
 
 
 def _processes_under(state: Path) -> list[str]:
-    """Command lines of live processes that name STATE (servers, postgres, workers)."""
+    """Command lines of live processes that name STATE (servers, postgres, workers); every
+    process for `/`."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -106,6 +107,8 @@ def test_the_team_stack_keeps_its_data_in_postgres_and_proxies_artifacts(stack) 
     state, env = stack
     output = _start(env)
     assert "export PREFECT_API_URL=" in output and "PostgreSQL: 127.0.0.1:" in output, output
+    password = (state / "postgres_password").read_text().strip()
+    assert not [line for line in _processes_under(Path("/")) if password in line]
     prefect_api = f"http://127.0.0.1:{env['PREFECT_PORT']}/api"
     mlflow_uri = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
     assert _request(f"{prefect_api}/flows/filter", "POST")[0] == 401

@@ -109,6 +109,13 @@ CASES = [
         "export.exporter: expected one of dynamo, torchscript for pytorch; got 'tf2onnx'",
         "exporter: tf2onnx",
     ),
+    (
+        "int8 source that is not built",
+        {"variants.ort-optimized": None, "variants.int8-dynamic.source": "ort-optimized"},
+        "variants.int8-dynamic.source: 'ort-optimized' is not among the recipe's variants "
+        "(simplified, int8-dynamic, int8-static, fp16); add it, or leave source out",
+        "source: ort-optimized",
+    ),
 ]
 
 
@@ -333,3 +340,10 @@ def test_synthetic_spec_needs_values_for_its_symbolic_dims(tmp_path: Path) -> No
         f"{at(path, 'shape:')}: dataset.inputs[0].shape: symbolic dimension 'sequence' needs a "
         "value in dataset.dims"
     )
+
+
+def test_int8_without_simplified_quantizes_what_is_there(tmp_path: Path) -> None:
+    """The default source (simplified) is no requirement: int8 alone quantizes the export."""
+    path = write_recipe(tmp_path, {"variants": {"int8-dynamic": {}}})
+    recipe = load_and_check(str(path))
+    assert [name for name, _ in recipe.requested_variants()] == ["int8-dynamic"]

@@ -226,3 +226,24 @@ def test_onnxsim_check_lines_are_hidden_unless_verbose(tmp_path: Path, mode: str
     assert result.returncode == 0, result.stderr[-2000:]
     assert "SIMPLIFIED True" in result.stdout
     assert ("Checking 0/2" in result.stdout) == (mode == "verbose"), result.stdout
+
+
+TRANSFORMERS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from onnxforge.chatter import route_third_party_output
+    from onnxforge.adapters.hf_models import _transformers
+
+    route_third_party_output(sys.argv[1] == "verbose" or None)
+    transformers = _transformers()
+    transformers.utils.logging.get_logger("transformers.modeling_utils").warning("HF-WARNING")
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["quiet", "verbose"])
+def test_transformers_warnings_are_hidden_unless_verbose(mode: str) -> None:
+    pytest.importorskip("transformers", reason="the `transformers` extra")
+    result = _run(TRANSFORMERS_SCRIPT, mode)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("HF-WARNING" in result.stderr) == (mode == "verbose"), result.stderr

@@ -68,6 +68,10 @@ def test_pickled_weights_are_refused_before_loading(tmp_path: Path) -> None:
         ({"model_type": "bert", "pretrained": "x"}, "exactly one of model_type"),
         ({"model_type": "not-a-model"}, "model.kwargs.model_type: 'not-a-model' is not"),
         ({"pretrained": "/nonexistent/folder"}, "model.kwargs.pretrained: .* no config.json"),
+        (
+            {"model_type": "bert", "attn_implementation": "kernels-community/flash-attn"},
+            "model.kwargs.attn_implementation: expected eager",
+        ),
     ],
 )
 def test_bad_kwargs_are_refused(kwargs: dict, expected: str) -> None:
@@ -125,3 +129,28 @@ def test_a_relative_pretrained_folder_is_read_from_the_recipes_folder(
     model.classifier.bias.data += 1
     model.save_pretrained(tmp_path / "bert")
     assert train_key(recipe, "data") != before
+
+
+def test_a_folder_whose_head_does_not_fit_is_refused_untrained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A head for 3 classes on 4-class data gets fresh random weights: fine when training fits
+    them, refused before any work when train.enabled is false (it would register a random head)."""
+    config = {**TINY, "vocab_size": 64, "max_position_embeddings": 64}
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(
+        transformers.BertConfig(num_labels=3, **config)
+    ).save_pretrained(tmp_path / "bert")
+    assert hf_sequence_classifier((16,), 3, pretrained=str(tmp_path / "bert")).fresh_weights == ()
+    fresh = hf_sequence_classifier((16,), 4, pretrained=str(tmp_path / "bert")).fresh_weights
+    assert "classifier.weight" in fresh and "classifier.bias" in fresh
+    text = RECIPE.read_text()
+    start = text.index("  kwargs:")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        text[:start]
+        + "  kwargs: {pretrained: bert}\n\ntrain: {enabled: false}\n"
+        + text[text.index("export:") :]
+    )
+    with pytest.raises(RecipeError, match=r"model.kwargs.pretrained: .*classifier.* train.enabled"):
+        load_and_check(str(path))
