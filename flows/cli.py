@@ -154,9 +154,15 @@ def _run(recipe_path: str, overrides: dict[str, str], no_cache: bool = False) ->
             f"({registration.variant}); aliases: {', '.join(moved) or 'none'}"
         )
         print(f"  champion: {registration.reason}")
-        print(f"  deploy it with: onnxforge pull {registration.model_name}@champion --to ./model")
-    print(f"MLflow tracking URI: {resolve_tracking_uri()}")
+        name = registration.model_name
+        if "champion" in moved:
+            print(f"  deploy it with: onnxforge pull {name}@champion --to ./model")
+        else:  # the champion, if any, is another version: name this one by its number
+            print(
+                f"  fetch this version with: onnxforge pull {name}/{registration.version} --to DIR"
+            )
     tracking_uri = resolve_tracking_uri()
+    print(f"MLflow tracking URI: {tracking_uri}")
     then = "" if tracking_uri.startswith("http") else "  (then http://127.0.0.1:5000)"
     print(f"See it in the MLflow UI: {ui_command(tracking_uri)}{then}")
     return 0

@@ -52,6 +52,8 @@ CHATTY_PACKAGES = (
 QUIET_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ log: errors only
     "TORCH_LOGS": "-all",  # torch's registered loggers (own handlers, no propagation): errors only
+    # MLflow's "Downloading artifacts: 100%" bar, drawn each time a champion is fetched
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 # Lines TensorFlow's C++ side writes to stderr while it loads, before it reads TF_CPP_MIN_LOG_LEVEL.
 NATIVE_NOTES = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ", "W0000 ")

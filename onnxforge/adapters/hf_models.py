@@ -14,6 +14,7 @@ turn into Attention.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ def _transformers() -> Any:
         # handlers' chatter filter never saw its warnings: hand them to the root logger instead.
         transformers.utils.logging.disable_default_handler()
         transformers.utils.logging.enable_propagation()
+        transformers.utils.logging.disable_progress_bar()  # "Loading weights: 100%" per build
     return transformers
 
 
@@ -114,6 +116,20 @@ def _config(transformers: Any, fields: dict[str, Any], num_labels: int) -> Any:
             f"{transformers.__version__}; expected e.g. bert, roberta, distilbert"
         )
     rest = {k: v for k, v in fields.items() if k != "model_type"}
+    if "num_labels" in rest:
+        raise ValueError(
+            "model.kwargs.num_labels: the head's size comes from the data's classes; "
+            "leave num_labels out"
+        )
+    # transformers keeps an unknown field as a plain attribute: a misspelled num_hidden_layer
+    # would silently build BERT's default 12 layers.
+    config_class = transformers.CONFIG_MAPPING[model_type]
+    known = [*vars(config_class()), *getattr(config_class, "attribute_map", {})]
+    unknown = sorted(set(rest) - set(known))
+    if unknown:
+        close = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+        hints = ", ".join(f"{k} (did you mean {m[0]}?)" if m else k for k, m in close.items())
+        raise ValueError(f"model.kwargs: {model_type} configs have no field {hints}")
     try:
         return transformers.AutoConfig.for_model(model_type, num_labels=max(num_labels, 1), **rest)
     except (ValueError, TypeError) as error:

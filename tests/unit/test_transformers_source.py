@@ -69,6 +69,11 @@ def test_pickled_weights_are_refused_before_loading(tmp_path: Path) -> None:
         ({"model_type": "not-a-model"}, "model.kwargs.model_type: 'not-a-model' is not"),
         ({"pretrained": "/nonexistent/folder"}, "model.kwargs.pretrained: .* no config.json"),
         (
+            {"model_type": "bert", "num_hidden_layer": 8},
+            r"bert configs have no field num_hidden_layer \(did you mean num_hidden_layers\?\)",
+        ),
+        ({"model_type": "bert", "num_labels": 3}, "model.kwargs.num_labels: .* leave num_labels"),
+        (
             {"model_type": "bert", "attn_implementation": "kernels-community/flash-attn"},
             "model.kwargs.attn_implementation: expected eager",
         ),
