@@ -115,6 +115,12 @@ def check_data_and_model(recipe: Recipe, source: str, overrides: Any = None) -> 
         check_no_random_weights(recipe, model)
     except ValueError as error:
         _refuse(source, str(error), overrides)
+    if recipe.model.architecture == "hf_sequence_classifier":
+        from onnxforge.adapters.hf_models import token_id_problem
+
+        problem = token_id_problem(model, splits.x_train)
+        if problem is not None:
+            _refuse(source, problem, overrides)
     if recipe.model.checkpoint is not None:
         try:
             adapter.load_checkpoint(model, recipe.model.checkpoint)

@@ -166,3 +166,21 @@ def hf_sequence_classifier(
         fresh = [*info.get("missing_keys", ()), *(m[0] for m in info.get("mismatched_keys", ()))]
         return HFSequenceClassifier(model, tuple(sorted(map(str, fresh))))
     return HFSequenceClassifier(model)
+
+
+def token_id_problem(model: HFSequenceClassifier, features: Any) -> str | None:
+    """Token ids the embedding has no row for (vocab_size too small for the data) fail deep in
+    torch as "index out of range in self": say which field and which ids instead."""
+    import numpy as np
+
+    ids = features.get("input_ids") if isinstance(features, dict) else features
+    if ids is None or not np.issubdtype(np.asarray(ids).dtype, np.integer):
+        return None
+    vocab_size = int(model.model.config.vocab_size)
+    largest = int(np.max(ids)) if np.size(ids) else 0
+    if largest < vocab_size and int(np.min(ids)) >= 0:
+        return None
+    return (
+        f"model.kwargs.vocab_size: the model has {vocab_size} token ids (0-{vocab_size - 1}) but "
+        f"the dataset's input ids go from {int(np.min(ids))} to {largest}"
+    )

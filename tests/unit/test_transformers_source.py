@@ -159,3 +159,12 @@ def test_a_folder_whose_head_does_not_fit_is_refused_untrained(
     )
     with pytest.raises(RecipeError, match=r"model.kwargs.pretrained: .*classifier.* train.enabled"):
         load_and_check(str(path))
+
+
+def test_a_vocabulary_smaller_than_the_data_is_refused_naming_vocab_size(tmp_path: Path) -> None:
+    text = RECIPE.read_text()
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text.replace("    vocab_size: 64", "    vocab_size: 32", 1))  # the model's
+    assert "    vocab_size: 32" in path.read_text()
+    with pytest.raises(RecipeError, match=r"model.kwargs.vocab_size: the model has 32 token ids"):
+        load_and_check(str(path))
