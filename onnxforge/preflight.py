@@ -118,9 +118,10 @@ def check_data_and_model(recipe: Recipe, source: str, overrides: Any = None) -> 
     if recipe.model.architecture == "hf_sequence_classifier":
         from onnxforge.adapters.hf_models import token_id_problem
 
-        problem = token_id_problem(model, splits.x_train)
-        if problem is not None:
-            _refuse(source, problem, overrides)
+        for part in (splits.x_train, splits.x_val, splits.x_test):
+            problem = token_id_problem(model, part)
+            if problem is not None:
+                _refuse(source, problem, overrides)
     if recipe.model.checkpoint is not None:
         try:
             adapter.load_checkpoint(model, recipe.model.checkpoint)
