@@ -174,10 +174,10 @@ def token_id_problem(model: HFSequenceClassifier, features: Any) -> str | None:
     import numpy as np
 
     ids = features.get("input_ids") if isinstance(features, dict) else features
-    if ids is None or not np.issubdtype(np.asarray(ids).dtype, np.integer):
+    if ids is None or np.size(ids) == 0 or not np.issubdtype(np.asarray(ids).dtype, np.integer):
         return None
     vocab_size = int(model.model.config.vocab_size)
-    largest = int(np.max(ids)) if np.size(ids) else 0
+    largest = int(np.max(ids))
     if largest < vocab_size and int(np.min(ids)) >= 0:
         return None
     return (
