@@ -59,11 +59,18 @@ def _model_name(recipe: Path) -> str:
     return str((data.get("register") or {}).get("model_name") or data.get("name") or recipe.stem)
 
 
-def deployment_specs(configs: Path = REPO / "configs") -> list[DeploymentSpec]:
-    """One spec per configs/*.yaml, in name order, each starting 30 minutes after the previous."""
+def deployment_specs(
+    configs: Path = REPO / "configs", stagger: bool = True
+) -> list[DeploymentSpec]:
+    """One spec per configs/*.yaml, in name order.
+
+    Staggered (served by one process, `make serve`): each starts 30 minutes after the previous.
+    Not staggered (a work pool, `make deploy`): all start at once and fan out over the pool's
+    workers; the pool's concurrency limit bounds how many run at the same time.
+    """
     specs = []
     for index, recipe in enumerate(sorted(configs.glob("*.yaml"))):
-        minutes = FIRST_HOUR_UTC * 60 + 30 * index
+        minutes = FIRST_HOUR_UTC * 60 + (30 * index if stagger else 0)
         cron = f"{minutes % 60} {minutes // 60 % 24} * * *"
         model = _model_name(recipe)
         specs.append(
@@ -95,4 +102,5 @@ def pool_deployments() -> list[Any]:
     from prefect import flow as prefect_flow
 
     source = prefect_flow.from_source(source=str(REPO), entrypoint=ENTRYPOINT)
-    return [source.to_deployment(**spec.deployment_kwargs()) for spec in deployment_specs()]
+    specs = deployment_specs(stagger=False)  # fanned out over the pool's workers
+    return [source.to_deployment(**spec.deployment_kwargs()) for spec in specs]

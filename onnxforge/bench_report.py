@@ -29,6 +29,10 @@ COLUMNS = (
     "noisy",
     "peak_rss_increase_mb",
     "reason",
+    "group",
+    "host",
+    "pool",
+    "worker",
 )
 
 

@@ -319,7 +319,7 @@ def _not_measured(
     return [
         BenchResult(
             variant=label,
-            provider=provider,
+            provider="framework" if source == "framework" else provider,
             source=source,
             group=provider,
             size_bytes=size,
@@ -343,7 +343,34 @@ def bench_provider(
     """This run's passing variants, the verified champions and (when `checkpoint` is given) the
     framework baseline, interleaved on one provider; the rest are rows with their reasons.
     `data` (the run's DataRecord) is where the baseline's worker reads the splits, sha256-checked."""
-    spec = recipe.benchmark
+    baseline = None
+    if checkpoint is not None:
+        baseline = framework_baseline(
+            recipe.model_dump(mode="json", by_alias=True), checkpoint, data
+        )
+        baseline = (baseline_name(recipe.model.framework), baseline)
+    return bench_contenders(recipe.benchmark, provider, artifacts, champions, baseline, features)
+
+
+def framework_baseline(recipe: dict[str, Any], checkpoint: str, data: Any) -> dict[str, Any]:
+    """How the baseline's measuring process rebuilds the source model (the recipe as data)."""
+    return {
+        "kind": "framework",
+        "checkpoint": checkpoint,
+        "recipe": recipe,
+        "data": None if data is None else {"path": data.path, "sha256": data.sha256},
+    }
+
+
+def bench_contenders(
+    spec: BenchmarkSpec,
+    provider: str,
+    artifacts: list[ModelArtifact],
+    champions: list[ChampionRecord],
+    baseline: tuple[str, dict[str, Any]] | None,
+    features: Path,
+) -> list[BenchResult]:
+    """`bench_provider` once the baseline, if any, is a (row name, load request) pair."""
     provider_spec = PROVIDERS[provider]
     unavailable = provider_spec.unavailable_reason()
     candidates = [(a.variant, "run", a.path, a.size_bytes, a.variant) for a in artifacts]
@@ -362,15 +389,13 @@ def bench_provider(
         else:
             load = _onnx_load(path, provider, spec, features)
             contenders.append(Contender(label, source, load, size))
-    if checkpoint is not None and unavailable is None:
-        load = {
-            "kind": "framework",
-            "checkpoint": checkpoint,
-            "recipe": recipe.model_dump(mode="json", by_alias=True),
-            "data": None if data is None else {"path": data.path, "sha256": data.sha256},
-            **_common_load(spec, features),
-        }
-        contenders.append(Contender(baseline_name(recipe.model.framework), "framework", load))
+    if baseline is not None:
+        label, load = baseline
+        if unavailable is not None:  # a row all the same: a dispatched provider must cover it
+            rows += _not_measured(label, "framework", provider, spec, "skipped", unavailable)
+        else:
+            load = {**load, **_common_load(spec, features)}
+            contenders.append(Contender(label, "framework", load))
     if contenders:
         rows += measure_interleaved(contenders, provider, spec, machine_lock_path())
     return rows

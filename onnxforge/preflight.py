@@ -23,7 +23,7 @@ from onnxforge.inputs import describe, take
 from onnxforge.recipe import Recipe, field_location, load_recipe
 from onnxforge.recipe_yaml import leading_field
 from onnxforge.scoring import is_class_scores
-from onnxforge.tracking import STATE_ENV, state_dir
+from onnxforge.tracking import STATE_ENV, resolve_tracking_uri, state_dir
 from onnxforge.trust import allowed_modules
 
 _PASSED: set[str] = set()  # data-and-model checks that passed in this process (see _passed_key)
@@ -50,12 +50,41 @@ def check_objective_provider(recipe: Recipe, source: str, overrides: Any = None)
     from onnxforge.providers import PROVIDERS
 
     provider = recipe.registry.objective.provider
+    if provider in recipe.benchmark.pools:  # measured where its pool's workers run, not here
+        return
     reason = PROVIDERS[provider].unavailable_reason()
     if reason is not None:
         _refuse(
             source,
             f"register.objective.provider: {reason}; pick an available provider for the "
             "objective (unavailable benchmark.providers are reported as skipped)",
+            overrides,
+        )
+
+
+def check_dispatch_servers(recipe: Recipe, source: str, overrides: Any = None) -> None:
+    """A recipe that maps a provider to a pool needs servers a worker on another host can
+    reach: an MLflow tracking server and a Prefect server (PREFECT_API_URL, which is also what
+    makes `onnxforge run` use a server instead of starting its own temporary one)."""
+    from onnxforge.procs import EMBEDDED_SERVER_ENV
+
+    if not recipe.benchmark.pools:
+        return
+    mapped = ", ".join(f"{p} -> {pool}" for p, pool in recipe.benchmark.pools.items())
+    needs = f"benchmark.pools: {mapped} dispatches to work pools, which needs the team servers"
+    tracking = resolve_tracking_uri()
+    if not tracking.startswith(("http://", "https://")):
+        _refuse(
+            source,
+            f"{needs}: runs are tracked in {tracking}, which a worker cannot reach; export "
+            "MLFLOW_TRACKING_URI (and its credentials) as `make stack` prints",
+            overrides,
+        )
+    if os.environ.get(EMBEDDED_SERVER_ENV) or not os.environ.get("PREFECT_API_URL"):
+        _refuse(
+            source,
+            f"{needs}: no Prefect server is set (PREFECT_API_URL), so no worker can pick the "
+            "benchmark up; export it as `make stack` prints",
             overrides,
         )
 
@@ -255,6 +284,7 @@ def load_and_check(path: str, overrides: dict[str, Any] | None = None) -> Recipe
     recipe = load_recipe(path, overrides)
     check_home()
     check_objective_provider(recipe, path, overrides)
+    check_dispatch_servers(recipe, path, overrides)
     key = _passed_key(path, recipe)
     if key not in _PASSED:
         check_data_and_model(recipe, path, overrides)

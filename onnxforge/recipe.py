@@ -366,6 +366,28 @@ class BenchmarkSpec(Strict):
     intra_op_threads: int | None = Field(None, ge=1, le=1024)
     inter_op_threads: int = Field(1, ge=1, le=1024)
     baseline: bool = True
+    # Providers measured on a Prefect work pool instead of on this machine: provider -> pool
+    # name, e.g. {CUDAExecutionProvider: gpu-pool}. The flow runs the deployment
+    # onnx-benchmark/<pool> there (run_deployment) and merges the rows its worker writes into
+    # this run. A provider left out is measured here.
+    pools: dict[
+        Annotated[str, AfterValidator(_known_provider)],
+        Annotated[str, Field(pattern=MODEL_NAME_PATTERN)],
+    ] = Field(default_factory=dict)
+    # A dispatched benchmark that no worker has started after this long ends as `no-worker`;
+    # one that has not finished after `dispatch_timeout_s` in all ends as `timeout`.
+    dispatch_start_timeout_s: int = Field(120, ge=1, le=86_400)
+    dispatch_timeout_s: int = Field(3600, ge=10, le=86_400)
+
+    @model_validator(mode="after")
+    def _pools_for_benchmarked_providers(self) -> BenchmarkSpec:
+        for provider in self.pools:
+            if provider not in self.providers:
+                raise ValueError(
+                    f"pools.{provider}: not among benchmark.providers "
+                    f"({', '.join(self.providers)}); add it there, or drop its pool"
+                )
+        return self
 
 
 class Objective(Strict):

@@ -132,7 +132,10 @@ class BenchResult(Record):
     """Latency of one contender on one (provider, batch size), pooled over interleaved rounds.
 
     status: ok | skipped (provider unavailable) | unsupported (the provider or the model refused)
-    | timeout | crashed (the measuring process hung or died).
+    | timeout | crashed (the measuring process hung or died) | refused (a dispatched file's
+    sha256 did not match) | no-worker | worker-lost | dispatch-failed (a benchmark dispatched
+    to a work pool that no worker started, whose worker stopped heartbeating, or whose flow
+    run failed); `timeout` also ends a dispatched benchmark that outlives its budget.
     """
 
     variant: str  # a variant of this run, `champion-v<N>`, or the framework baseline
@@ -162,6 +165,11 @@ class BenchResult(Record):
     round_p50_ms: tuple[float, ...] = ()  # this contender's p50 in each interleaved round
     round_cv: float | None = None  # std / mean of round_p50_ms: how much the rounds disagree
     noisy: bool = False  # round_cv above benchmark.max_cv: shown, never decides a promotion
+    # Where it was measured: the host's name, and for a benchmark dispatched to a Prefect work
+    # pool the pool and the Prefect worker's name.
+    host: str = ""
+    pool: str = ""
+    worker: str = ""
 
 
 class Comparison(Record):

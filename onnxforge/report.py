@@ -84,11 +84,36 @@ def summary_markdown(
             + " |"
         )
     lines += _build_notes(builds)
+    lines += _measured_where(bench)
     lines += _noise_note(bench)
     lines += _comparisons(bench, registration)
     lines += _failure_details(parity)
     lines += ["", *_registration_lines(registration), "", f"MLflow run: {run_url}"]
     return "\n".join(lines)
+
+
+def _measured_where(bench: list[BenchResult]) -> list[str]:
+    """Which host (and for a dispatched benchmark, which pool and worker) measured each
+    provider's rounds."""
+    places = {}
+    for row in bench:
+        if row.status != "ok":  # skipped, refused, or a dispatched benchmark no worker ran
+            continue
+        group = row.group or row.provider
+        if row.pool:
+            worker = f"worker {row.worker} of " if row.worker else "a worker of "
+            places.setdefault(group, set()).add(f"{worker}work pool {row.pool} on {row.host}")
+        else:
+            places.setdefault(group, set()).add(f"this flow's host {row.host}")
+    if not places:
+        return []
+    return [
+        "",
+        "Measured on: "
+        + "; ".join(
+            f"{group}: {', '.join(sorted(where))}" for group, where in sorted(places.items())
+        ),
+    ]
 
 
 def _build_notes(builds: list[VariantBuild]) -> list[str]:

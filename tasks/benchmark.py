@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from onnxforge.bench_report import publish_bench_report
-from onnxforge.benchmark import baseline_provider, bench_provider, benchmark_inputs
+from onnxforge.benchmark import bench_provider, benchmark_inputs
 from onnxforge.data_record import DataRecord
+from onnxforge.dispatch import holds_baseline, ship_request, where_measured
 from onnxforge.metrics import bench_metrics
 from onnxforge.recipe import Recipe
 from onnxforge.records import BenchResult, ChampionRecord, ModelArtifact, ParityResult, TrainResult
 from onnxforge.rounds import with_speedups
-from onnxforge.tracking import RunContext, log_metrics
+from onnxforge.tracking import RunContext, client, log_metrics
 from tasks.cache import MLFLOW_IO_RETRIES
+from tasks.dispatch import dispatch
 from tasks.locks import bench_host_lock
 
 
@@ -30,11 +33,11 @@ def benchmark_provider(
     context: RunContext,
 ) -> list[BenchResult]:
     """Passing variants, the champion and (on one provider) the framework, in interleaved rounds."""
-    features = benchmark_inputs(recipe, Path(context.work_dir), data)
-    with_baseline = recipe.benchmark.baseline and provider == baseline_provider(recipe)
-    checkpoint = trained.checkpoint if with_baseline else None
-    with bench_host_lock():  # one measurement at a time per host, across runs on this server
-        rows = bench_provider(recipe, provider, artifacts, champions, checkpoint, features, data)
+    pool = recipe.benchmark.pools.get(provider)
+    if pool is not None:
+        rows = _dispatched(recipe, trained, artifacts, champions, provider, data, context, pool)
+    else:
+        rows = _measured_here(recipe, trained, artifacts, champions, provider, data, context)
     # One line per contender, not per batch size: the reason is the same for each.
     for variant, status, reason in dict.fromkeys((r.variant, r.status, r.reason) for r in rows):
         if status != "ok":
@@ -50,6 +53,63 @@ def benchmark_provider(
                 recipe.benchmark.max_cv,
             )
     return rows
+
+
+def _measured_here(
+    recipe: Recipe,
+    trained: TrainResult,
+    artifacts: list[ModelArtifact],
+    champions: list[ChampionRecord],
+    provider: str,
+    data: DataRecord,
+    context: RunContext,
+) -> list[BenchResult]:
+    features = benchmark_inputs(recipe, Path(context.work_dir), data)
+    checkpoint = trained.checkpoint if holds_baseline(recipe, provider) else None
+    with bench_host_lock():  # one measurement at a time per host, across runs on this server
+        rows = bench_provider(recipe, provider, artifacts, champions, checkpoint, features, data)
+    return [row.model_copy(update=where_measured()) for row in rows]
+
+
+def _dispatched(
+    recipe: Recipe,
+    trained: TrainResult,
+    artifacts: list[ModelArtifact],
+    champions: list[ChampionRecord],
+    provider: str,
+    data: DataRecord,
+    context: RunContext,
+    pool: str,
+) -> list[BenchResult]:
+    """`provider`'s rounds on a worker of `pool`: files shipped by URI, rows back via MLflow."""
+    features = benchmark_inputs(recipe, Path(context.work_dir), data)
+    with_baseline = holds_baseline(recipe, provider)
+    checkpoint = (trained.checkpoint, trained.checkpoint_sha256) if with_baseline else None
+    mlflow_client = client(context.tracking_uri)
+    started = time.monotonic()  # shipping the files is part of what dispatching costs
+    request = ship_request(
+        recipe, provider, pool, artifacts, champions, features, checkpoint, data,
+        mlflow_client, context.run_id,
+    )  # fmt: skip
+    spec = recipe.benchmark
+    get_run_logger().info("benchmark on %s dispatched to work pool %s", provider, pool)
+    outcome = dispatch(
+        request, spec.dispatch_start_timeout_s, spec.dispatch_timeout_s, mlflow_client
+    )
+    wall_s = time.monotonic() - started
+    if outcome.measure_s:
+        get_run_logger().info(
+            "%s measured by flow run %s on pool %s: %.1f s in all, %.1f s of it on the worker",
+            provider,
+            outcome.flow_run_id,
+            pool,
+            wall_s,
+            outcome.measure_s,
+        )
+        # How much dispatching costs on top of the measurement (bench_dispatch.* metrics).
+        prefix = f"bench_dispatch.{provider}"
+        log_metrics(context, {f"{prefix}.wall_s": wall_s, f"{prefix}.measure_s": outcome.measure_s})
+    return outcome.rows
 
 
 @task(name="benchmark-report", cache_policy=NO_CACHE, **MLFLOW_IO_RETRIES)

@@ -68,7 +68,7 @@ def test_deploy_registers_the_same_deployments_on_a_process_pool(prefect_harness
         deployment.apply()
     with pytest.raises(SystemExit, match="served by a process.*--replace"):
         deploy_all("onnxforge-test-pool")
-    ids = deploy_all("onnxforge-test-pool", replace=True)
+    ids = deploy_all("onnxforge-test-pool", replace=True, concurrency_limit=3)
     deployments = {d.name: d for d in _read_deployments(ids)}
     for spec in deployment_specs():
         deployment = deployments[spec.name]
@@ -76,8 +76,21 @@ def test_deploy_registers_the_same_deployments_on_a_process_pool(prefect_harness
         assert deployment.entrypoint == "flows/onnx_pipeline.py:onnx_pipeline"
         assert deployment.parameters == {"recipe_path": spec.recipe_path}
         assert deployment.global_concurrency_limit.limit == 1
-        assert [s.schedule.timezone for s in deployment.schedules] == ["UTC"]
+        # On a pool they all start at once and fan out, bounded by the pool's limit.
+        assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == [
+            ("0 2 * * *", "UTC")
+        ]
     assert "pull-champion" in deployments
+    assert _pool_limit("onnxforge-test-pool") == 3
+    deploy_all("onnxforge-test-pool", replace=True, concurrency_limit=1)  # an existing pool
+    assert _pool_limit("onnxforge-test-pool") == 1
+
+
+def _pool_limit(name: str) -> int | None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_work_pool(name).concurrency_limit
 
 
 def test_the_example_automation_reacts_to_the_event_the_flow_emits(prefect_harness: None) -> None:
