@@ -237,3 +237,26 @@ def test_a_worker_killed_mid_measurement_ends_as_worker_lost(
     assert outcome["state"] == "CRASHED"
     # Three missed heartbeats plus polling, far inside the 240 s dispatch timeout.
     assert waited < 120
+
+
+def test_a_benchmark_past_the_dispatch_timeout_is_cancelled_and_its_process_stopped(
+    servers: Servers, worker: Worker, tmp_path: Path
+) -> None:
+    # Last: the killed worker above may leave this host's benchmark slot leased for 120 s, and
+    # waiting for it is part of what a timeout must bound.
+    idle = sorted(worker.descendants())  # the worker's own processes, before any flow run
+    overrides = {"benchmark.time_budget_s": 30, "benchmark.iterations": 100_000}
+    driver = _driver(servers, tmp_path, pool=POOL, overrides=overrides, timeout_s=25)
+    worker.wait_for("measuring 2 variant(s)", 180)
+    outcome = _outcome(driver)
+    rows = outcome["rows"]
+    assert {row["status"] for row in rows} == {"timeout"}, rows
+    assert "did not finish within 25 s" in rows[0]["reason"]
+    assert outcome["state"] == "CANCELLED"
+    # Cancelling reached the worker, which stopped the flow run's process (and so its
+    # measurements); the worker itself goes on.
+    deadline = time.monotonic() + 60
+    while sorted(worker.descendants()) != idle and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert sorted(worker.descendants()) == idle
+    assert worker.process.poll() is None
