@@ -313,9 +313,10 @@ def _common_load(spec: BenchmarkSpec, features: Path) -> dict[str, Any]:
     }
 
 
-def _not_measured(
+def not_measured(
     label: str, source: str, provider: str, spec: BenchmarkSpec, status: str, reason: str, size=None
 ) -> list[BenchResult]:
+    """One row per batch size for a contender that was not measured, with `status` and why."""
     return [
         BenchResult(
             variant=label,
@@ -382,17 +383,17 @@ def bench_contenders(
     for label, source, path, size, variant in candidates:
         device = VARIANTS[variant].device if variant in VARIANTS else "any"
         if unavailable is not None:
-            rows += _not_measured(label, source, provider, spec, "skipped", unavailable, size)
+            rows += not_measured(label, source, provider, spec, "skipped", unavailable, size)
         elif not provider_spec.can_run(device):
             reason = f"{variant} is a GPU variant; {provider} has no kernels for it"
-            rows += _not_measured(label, source, provider, spec, "unsupported", reason, size)
+            rows += not_measured(label, source, provider, spec, "unsupported", reason, size)
         else:
             load = _onnx_load(path, provider, spec, features)
             contenders.append(Contender(label, source, load, size))
     if baseline is not None:
         label, load = baseline
         if unavailable is not None:  # a row all the same: a dispatched provider must cover it
-            rows += _not_measured(label, "framework", provider, spec, "skipped", unavailable)
+            rows += not_measured(label, "framework", provider, spec, "skipped", unavailable)
         else:
             load = {**load, **_common_load(spec, features)}
             contenders.append(Contender(label, "framework", load))
@@ -405,6 +406,11 @@ def baseline_provider(recipe: Recipe) -> str:
     """The provider whose rounds include the framework baseline: CPU when requested."""
     providers = recipe.benchmark.providers
     return "CPUExecutionProvider" if "CPUExecutionProvider" in providers else providers[0]
+
+
+def holds_baseline(recipe: Recipe, provider: str) -> bool:
+    """Whether `provider`'s rounds include the framework baseline."""
+    return recipe.benchmark.baseline and provider == baseline_provider(recipe)
 
 
 def benchmark_inputs(recipe: Recipe, work_dir: Path, data: object = None) -> Path:

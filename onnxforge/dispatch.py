@@ -27,9 +27,9 @@ from pydantic import ValidationError, model_validator
 
 from onnxforge.benchmark import (
     baseline_name,
-    baseline_provider,
     bench_contenders,
     framework_baseline,
+    not_measured,
 )
 from onnxforge.data_record import DataRecord
 from onnxforge.errors import IntegrityError
@@ -127,35 +127,12 @@ def unmeasured_rows(
     request: DispatchRequest, status: str, reason: str, where: dict[str, str] | None = None
 ) -> list[BenchResult]:
     """One row per contender and batch size, none measured, each with `status` and `reason`."""
-    batch_sizes = request.benchmark.batch_sizes
+    spec, provider = request.benchmark, request.provider
     return [
-        _unmeasured(label, source, size, request.provider, batch, status, reason, where)
+        row.model_copy(update=where or {})
         for label, source, size in expected_contenders(request)
-        for batch in batch_sizes
+        for row in not_measured(label, source, provider, spec, status, reason, size)
     ]
-
-
-def _unmeasured(
-    label: str,
-    source: str,
-    size: int | None,
-    provider: str,
-    batch_size: int,
-    status: str,
-    reason: str,
-    where: dict[str, str] | None,
-) -> BenchResult:
-    return BenchResult(
-        variant=label,
-        provider="framework" if source == "framework" else provider,
-        source=source,
-        group=provider,
-        size_bytes=size,
-        batch_size=batch_size,
-        status=status,
-        reason=reason,
-        **(where or {}),
-    )
 
 
 # The sending side ------------------------------------------------------------------------
@@ -308,10 +285,10 @@ def measure_request(
     refused: list[BenchResult] = []
 
     def refuse(label: str, source: str, size: int | None, status: str, reason: str) -> None:
-        refused.extend(
-            _unmeasured(label, source, size, request.provider, b, status, reason, where)
-            for b in request.benchmark.batch_sizes
+        rows = not_measured(
+            label, source, request.provider, request.benchmark, status, reason, size
         )
+        refused.extend(row.model_copy(update=where) for row in rows)
 
     def fetch(label: str, shipped: ShippedFile, companions: dict[str, str] | None = None) -> Path:
         folder = work_dir / _safe_label(label)
@@ -390,8 +367,3 @@ def write_rows(
         "rows": [row.model_dump(mode="json") for row in rows],
     }
     mlflow_client.log_text(request.run_id, json.dumps(document, indent=1), request.result_path)
-
-
-def holds_baseline(recipe: Recipe, provider: str) -> bool:
-    """Whether `provider`'s rounds include the framework baseline."""
-    return recipe.benchmark.baseline and provider == baseline_provider(recipe)

@@ -9,9 +9,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from onnxforge.bench_report import publish_bench_report
-from onnxforge.benchmark import bench_provider, benchmark_inputs
+from onnxforge.benchmark import bench_provider, benchmark_inputs, holds_baseline
 from onnxforge.data_record import DataRecord
-from onnxforge.dispatch import holds_baseline, ship_request, where_measured
+from onnxforge.dispatch import ship_request, where_measured
 from onnxforge.metrics import bench_metrics
 from onnxforge.recipe import Recipe
 from onnxforge.records import BenchResult, ChampionRecord, ModelArtifact, ParityResult, TrainResult
