@@ -46,8 +46,8 @@ run: $(STAMP)  ## run the default recipe end to end (embedded Prefect + MLflow)
 test: $(STAMP) $(CHROMIUM)  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)  ## unit and config tests only (no whole-flow runs)
-	$(BIN)/python -m pytest -q -m 'not slow'
+test-fast: $(STAMP)  ## unit and config tests only: no whole-flow runs, no training, no servers
+	$(BIN)/python -m pytest -q tests/unit tests/configs
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

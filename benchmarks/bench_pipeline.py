@@ -29,53 +29,32 @@ sys.path.insert(0, str(REPO))
 
 
 def stage_rows(recipe_path: str, work: Path) -> tuple[list, list, dict]:
-    """Train, export, simplify, quantize, parity and the harness, without Prefect."""
-    from onnxforge.benchmark import bench_provider, benchmark_inputs
-    from onnxforge.datasets import load_splits
-    from onnxforge.export import export_model
-    from onnxforge.parity import check_all
+    """The run plan without Prefect: data, train, export, the variant chain, parity and the
+    CPU rounds (onnxforge.pipeline.run_local)."""
+    from onnxforge.benchmark import benchmark_inputs
+    from onnxforge.pipeline import run_local
     from onnxforge.recipe import load_recipe
-    from onnxforge.records import VariantBuild, built_artifacts, parent_for, passing_artifacts
-    from onnxforge.rounds import with_speedups
-    from onnxforge.training import train_model
-    from onnxforge.variant_build import build_variant
 
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(recipe_path, {"benchmark.providers": "[CPUExecutionProvider]"})
     started = time.perf_counter()
-    trained = train_model(recipe, work, lambda *_: None)
+    run = run_local(recipe, work)
     print(
-        f"trained in {time.perf_counter() - started:.1f} s, test accuracy {trained.test_accuracy:.4f}"
+        f"ran the plan in {time.perf_counter() - started:.1f} s, "
+        f"test accuracy {run.trained.test_accuracy}"
     )
-    fp32 = export_model(recipe, trained.checkpoint, work)
-    train_features = load_splits(recipe.dataset).x_train
-    builds = [VariantBuild(variant="fp32", artifact=fp32)]
-    for name, settings in recipe.requested_variants():
-        builds.append(
-            build_variant(name, parent_for(name, builds, settings), settings, work, train_features)
-        )
-    for build in builds:
+    for build in run.builds:
         print(
             f"  {build.variant}: "
             + (build.artifact.producer if build.artifact else f"NOT BUILT {build.reason}")
         )
-    artifacts = built_artifacts(builds)
-    parity = check_all(recipe, trained.checkpoint, artifacts)
-    features = benchmark_inputs(recipe, work)
-    rows = bench_provider(  # the passing variants and the framework, in interleaved rounds
-        recipe,
-        "CPUExecutionProvider",
-        passing_artifacts(artifacts, parity),
-        [],
-        trained.checkpoint,
-        features,
-    )
-    paths = {a.variant: a.path for a in artifacts}
-    for result in parity:
+    for result in run.parity:
         print(
             f"  parity {result.variant}: {'pass' if result.passed else 'FAIL'} acc {result.accuracy} "
             f"max err {result.max_abs_err} {[f.message for f in result.failures]}"
         )
-    return with_speedups(rows), parity, {"recipe": recipe, "paths": paths, "features": features}
+    paths = {a.variant: a.path for a in run.artifacts}
+    features = benchmark_inputs(run.data, work)  # written by the rounds already; same file
+    return run.bench, run.parity, {"recipe": recipe, "paths": paths, "features": features}
 
 
 PLAIN_LOOP = """
@@ -172,7 +151,7 @@ def compare_with_plain_loop(
     recipe, rows: list, info: dict, repeats: int = 3, iterations: int = 500
 ) -> None:
     """Alternate harness and plain loop `repeats` times on each batch size's best variant."""
-    from onnxforge.benchmark import Contender, _onnx_load, machine_lock_path, measure_interleaved
+    from onnxforge.benchmark import Contender, machine_lock_path, measure_interleaved, onnx_load
     from onnxforge.inputs import load, tile
 
     features = load(info["features"])
@@ -192,7 +171,7 @@ def compare_with_plain_loop(
         one_round = spec.model_copy(
             update={"batch_sizes": [size], "rounds": 2, "iterations": iterations // 2}
         )
-        load = _onnx_load(path, "CPUExecutionProvider", one_round, Path(info["features"]))
+        load = onnx_load(path, "CPUExecutionProvider", one_round, Path(info["features"]))
         harness, plain = [], []
         for _ in range(repeats):
             (row,) = measure_interleaved(

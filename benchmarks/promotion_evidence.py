@@ -31,40 +31,26 @@ DEFAULT_RECIPES = ["configs/digits_cnn.yaml", "configs/text_transformer.yaml"]
 
 def evidence(recipe_path: str, rounds: int | None, work: Path) -> dict:
     """Train and build as the flow does, then one interleaved set of rounds on the CPU."""
-    from onnxforge.benchmark import bench_provider, benchmark_inputs
-    from onnxforge.datasets import load_splits
-    from onnxforge.export import export_model
-    from onnxforge.parity import check_all
+    from onnxforge import pipeline
     from onnxforge.promotion import best_per_provider
     from onnxforge.recipe import load_recipe
-    from onnxforge.records import (
-        ChampionRecord,
-        VariantBuild,
-        built_artifacts,
-        parent_for,
-        passing_artifacts,
-    )
+    from onnxforge.records import BenchContenders, ChampionRecord
     from onnxforge.rounds import compare, describe, with_speedups
-    from onnxforge.training import train_model
-    from onnxforge.variant_build import build_variant
 
     overrides = {"benchmark.providers": "[CPUExecutionProvider]"}
     if rounds:
         overrides["benchmark.rounds"] = str(rounds)
     recipe = load_recipe(recipe_path, overrides)
     started = time.perf_counter()
-    trained = train_model(recipe, work, lambda *_: None)
-    fp32 = export_model(recipe, trained.checkpoint, work)
-    calibration = load_splits(recipe.dataset).x_train
-    builds = [VariantBuild(variant="fp32", artifact=fp32)]
-    for name, settings in recipe.requested_variants():
-        builds.append(
-            build_variant(name, parent_for(name, builds, settings), settings, work, calibration)
-        )
-    artifacts = built_artifacts(builds)
-    parity = check_all(recipe, trained.checkpoint, artifacts)
-    passing = passing_artifacts(artifacts, parity)
-    champion = ChampionRecord(
+    data = pipeline.prepare_data(recipe, work)
+    trained = pipeline.train(recipe, data, work)
+    fp32 = pipeline.export(recipe, trained, data, work)
+    builds = pipeline.build_chain(
+        recipe, fp32, lambda name, parent: pipeline.make_variant(recipe, name, parent, data, work)
+    )
+    artifacts = pipeline.built_artifacts(builds)
+    parity = pipeline.check_parity(recipe, trained, artifacts, data)
+    champion = ChampionRecord(  # as if the last nightly had registered the plain export
         version="0",
         aliases=("champion",),
         variant="fp32",
@@ -73,12 +59,12 @@ def evidence(recipe_path: str, rounds: int | None, work: Path) -> dict:
         verified=True,
         size_bytes=fp32.size_bytes,
     )
-    features = benchmark_inputs(recipe, work)
-    rows = with_speedups(
-        bench_provider(
-            recipe, "CPUExecutionProvider", passing, [champion], trained.checkpoint, features
-        )
+    contenders = BenchContenders(
+        trained=trained,
+        artifacts=tuple(pipeline.passing_artifacts(artifacts, parity)),
+        champions=(champion,),
     )
+    rows = with_speedups(pipeline.benchmark(recipe, contenders, "CPUExecutionProvider", data, work))
     best = best_per_provider(recipe, artifacts, parity, rows)["CPUExecutionProvider"][0]
     lines, numbers = [], {}
     for size in recipe.benchmark.batch_sizes:

@@ -2,21 +2,23 @@
 
     flock /tmp/onnxforge-heavy.lock .venv/bin/python benchmarks/transformer_speed.py [--quick]
 
-1. Train (pipeline's train stage) a TokenTransformer with d_model 512, 8 heads, 4 layers, ff 2048
-   on the generated token_majority task at sequence 128; export, simplify, ort-optimize and
-   quantize it with the pipeline's own stages (onnxforge.variant_build.build_variant), plus the
-   experiments: int8 from the fused graph (onnxscript's ORT fusions on the raw export), int8-static
-   with `nodes_to_exclude` from the drift report, and ORT session options.
-2. Time every contender in interleaved rounds (all contenders once per round, shuffled), the
-   same intra-op thread count everywhere, one long-lived worker process per runtime build:
-   the pinned onnxruntime (this venv), `onnxruntime-openvino` (`make install-openvino`: its CPU
-   provider and its OpenVINOExecutionProvider), and any other `--runtime NAME=PYTHON`.
-3. Score each quantized contender on the test split with the runtime that timed it.
+1. The run plan (onnxforge.pipeline) without Prefect: data, train a TokenTransformer with d_model
+   512, 8 heads, 4 layers, ff 2048 on a marker-majority task at sequence 128, export, simplify,
+   ort-optimize and quantize; then the experiments: int8 from onnxscript's fused graph, int8-static
+   with `nodes_to_exclude` from the drift report or on MatMul/Gemm only.
+2. Time every contender with the pipeline's own harness (onnxforge.benchmark.measure_interleaved):
+   one fresh process per contender, interleaved rounds, the same intra-op threads everywhere, the
+   machine lock. Contenders run on the pinned onnxruntime (this venv), with session settings
+   (onnxforge.runtime.SETTING_KEYS, e.g. SkipLayerNormFusion disabled), and in other runtime
+   builds by interpreter: `onnxruntime-openvino` (`make install-openvino`: its CPU provider and its
+   OpenVINOExecutionProvider) and any `--runtime NAME=PYTHON`.
+3. Score each int8 contender on the test split in the runtime build and session that timed it.
 
-A ratio is eager ms / contender ms within one round; the reported figure is the median over rounds,
-[low, high] the range over rounds. The best variant is the fastest (geometric mean of the batch-1
-and batch-16 ratios) int8 contender within 0.5 points of the source model's test accuracy. Its
-last line is one JSON object: {"bs1", "bs16", "size_ratio", "accuracy_drop_pp", ...}.
+A ratio is PyTorch eager p50 / contender p50 within one round; the figure is the median over
+rounds with a 95% bootstrap interval over rounds (onnxforge.rounds), as the flow reports it. The
+best variant is the fastest (geometric mean of the batch-1 and batch-16 ratios) int8 contender
+within 0.5 points of the source model's test accuracy. Its last line is one JSON object:
+{"bs1", "bs16", "size_ratio", "accuracy_drop_pp", ...}.
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import random
-import statistics
 import subprocess
 import sys
 import time
@@ -36,7 +36,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-WORKER = Path(__file__).resolve().parent / "speed_worker.py"
 OPENVINO_PYTHON = REPO / ".venv-openvino" / "bin" / "python"
 MAX_DROP_PP = 0.5
 
@@ -88,78 +87,69 @@ def log(message: str) -> None:
 
 
 def train_and_build(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """The pipeline's stages, then the experiments; returns paths, sizes and the source accuracy."""
-    from onnxforge.datasets import load_splits
+    """The run plan's stages, then the experiments; the recipe, data, training and files."""
+    from onnxforge import pipeline
     from onnxforge.recipe import load_recipe
-    from onnxforge.training import train_model
+    from onnxforge.records import TrainResult
 
-    recipe_path = work / "recipe.yaml"
-    data = work / "marker_majority.npz"
+    data_file = work / "marker_majority.npz"
     tokens, labels = marker_majority(args.samples)
-    np.savez(data, x=tokens, y=labels)
-    text = RECIPE.format(data=data, epochs=args.epochs, calibration=args.calibration)
+    np.savez(data_file, x=tokens, y=labels)
+    recipe_path = work / "recipe.yaml"
+    text = RECIPE.format(data=data_file, epochs=args.epochs, calibration=args.calibration)
     recipe_path.write_text(text)
     recipe = load_recipe(recipe_path)
-    splits = load_splits(recipe.dataset)
+    data = pipeline.prepare_data(recipe, work)
     state_file = work / "trained.json"
-    if args.reuse and state_file.exists() and state_file.read_text().startswith("{"):
-        trained = json.loads(state_file.read_text())
-        log(f"reusing {trained['checkpoint']} (test accuracy {trained['test_accuracy']:.4f})")
+    if args.reuse and state_file.exists():
+        trained = TrainResult.model_validate_json(state_file.read_text())
+        log(f"reusing {trained.checkpoint} (test accuracy {trained.test_accuracy:.4f})")
     else:
         started = time.perf_counter()
-        result = train_model(recipe, work, lambda epoch, m: log(f"  epoch {epoch}: {m}"))
-        trained = {"checkpoint": result.checkpoint, "test_accuracy": result.test_accuracy}
-        state_file.write_text(json.dumps(trained))
-        log(
-            f"trained in {time.perf_counter() - started:.0f} s: test accuracy {result.test_accuracy}"
-        )
+        trained = pipeline.train(recipe, data, work, lambda e, m: log(f"  epoch {e}: {m}"))
+        state_file.write_text(trained.model_dump_json())
+        log(f"trained in {time.perf_counter() - started:.0f} s: accuracy {trained.test_accuracy}")
     built_file = work / "built.json"
     if args.reuse and built_file.exists():
         files = json.loads(built_file.read_text())
         log(f"reusing the variants listed in {built_file}")
     else:
         with contextlib.redirect_stdout(sys.stderr):  # the exporter prints its progress
-            files = build_all(recipe, trained["checkpoint"], splits, work, args)
+            files = build_all(recipe, trained, data, work, args)
         built_file.write_text(json.dumps(files))
-    return {
-        "recipe": str(recipe_path),
-        "checkpoint": trained["checkpoint"],
-        "source_accuracy": trained["test_accuracy"],
-        "files": files,
-        "test": splits.x_test[: args.test_samples],
-        "labels": splits.y_test[: args.test_samples],
-    }
+    return {"recipe": recipe, "data": data, "trained": trained, "files": files}
 
 
-def build_all(recipe: Any, checkpoint: str, splits: Any, work: Path, args: Any) -> dict:
-    """Export and the recipe's variants with the pipeline's stages, then the experiments."""
-    from onnxforge.export import export_model
-    from onnxforge.records import VariantBuild, parent_for
-    from onnxforge.variant_build import build_variant
+def build_all(recipe: Any, trained: Any, data: Any, work: Path, args: Any) -> dict[str, str]:
+    """Export and the recipe's variant chain with the run plan, then the experiments."""
+    from onnxforge import pipeline
 
     started = time.perf_counter()
-    builds = [VariantBuild(variant="fp32", artifact=export_model(recipe, checkpoint, work))]
-    for name, settings in recipe.requested_variants():
-        builds.append(build_variant(name, parent_for(name, builds), settings, work, splits.x_train))
+    fp32 = pipeline.export(recipe, trained, data, work)
+    builds = pipeline.build_chain(
+        recipe, fp32, lambda name, parent: pipeline.make_variant(recipe, name, parent, data, work)
+    )
     files = {}
     for build in builds:
         log(f"  {build.variant}: {build.artifact.producer if build.artifact else build.reason}")
         if build.artifact:
             files[build.variant] = build.artifact.path
-    files.update(experiments(recipe, builds, splits, work, args))
+    files.update(experiments(recipe, builds, data, work, args))
     log(f"variants built in {time.perf_counter() - started:.0f} s")
     return files
 
 
 def experiments(
-    recipe: Any, builds: list, splits: Any, work: Path, args: argparse.Namespace
-) -> dict:
+    recipe: Any, builds: list, data: Any, work: Path, args: argparse.Namespace
+) -> dict[str, str]:
     """int8 from the fused graph, and int8-static without the layers the drift report names."""
+    from onnxforge.data_record import read_splits
     from onnxforge.drift import drifting_layers
-    from onnxforge.records import describe_onnx
+    from onnxforge.onnx_files import describe_onnx
     from onnxforge.variant_build import build_variant
     from onnxforge.variants.ort_optimized import ATTENTION_OPS, fused_ops
 
+    calibration = read_splits(data).x_train
     files: dict[str, str] = {}
     by_name = {b.variant: b.artifact for b in builds if b.artifact}
     optimized = by_name.get("ort-optimized")
@@ -176,12 +166,12 @@ def experiments(
             settings = getattr(recipe.variants, variant.replace("-", "_"))
             if "source" in type(settings).model_fields and tag == "ort-optimized":
                 settings = settings.model_copy(update={"source": "ort-optimized"})
-            build = build_variant(variant, parent, settings, out, splits.x_train)
-            made = build.artifact.producer if build.artifact else build.reason
-            log(f"  {variant} from {tag}: {made}")
+            build = build_variant(variant, parent, settings, out, calibration)
+            log(
+                f"  {variant} from {tag}: {build.artifact.producer if build.artifact else build.reason}"
+            )
             if build.artifact:
                 files[f"{variant}+{tag}"] = build.artifact.path
-    static = recipe.variants.int8_static
     if "simplified" not in by_name:
         return files
     exclusions = {"matmul-only": non_matmul_nodes(Path(by_name["simplified"].path))}
@@ -189,7 +179,7 @@ def experiments(
         drift = drifting_layers(
             by_name["simplified"].path,
             by_name["int8-static"].path,
-            splits.x_train[:8],
+            calibration[:8],
             top=args.exclude,
         )
         log(f"  drift report (lowest SQNR, dB): {[(d.node, round(d.sqnr_db, 1)) for d in drift]}")
@@ -197,8 +187,8 @@ def experiments(
     for tag, nodes in exclusions.items():
         out = work / tag
         out.mkdir(exist_ok=True)
-        settings = static.model_copy(update={"nodes_to_exclude": nodes})
-        build = build_variant("int8-static", by_name["simplified"], settings, out, splits.x_train)
+        settings = recipe.variants.int8_static.model_copy(update={"nodes_to_exclude": nodes})
+        build = build_variant("int8-static", by_name["simplified"], settings, out, calibration)
         log(f"  int8-static+{tag} ({len(nodes)} nodes excluded): {build.status}")
         if build.artifact:
             files[f"int8-static+{tag}"] = build.artifact.path
@@ -227,155 +217,129 @@ def fuse_for_ort(source: Path, target: Path) -> Path:
     return target
 
 
-def contenders(runtimes: dict[str, str], files: dict[str, str], quick: bool) -> dict[str, list]:
-    """Per runtime build, the contenders it runs: (name, file, provider, session settings)."""
+# (label, file, provider, session settings) per runtime build; the baseline is added apart.
+def plan(runtimes: dict[str, str], files: dict[str, str], quick: bool, threads: int) -> list:
+    """Every ONNX contender: its row name, interpreter, file, provider and session settings."""
+    cpu = "CPUExecutionProvider"
     ints = [name for name in files if name.startswith("int8")]
     pinned = [("fp32", "simplified", {}), ("ort-optimized", "ort-optimized", {})]
     pinned += [(name, name, {}) for name in ints]
-    if not quick:  # session options, on the pinned build only
+    if not quick:  # session settings, on the pinned build only
         no_sln = {"disabled_optimizers": ["SkipLayerNormFusion"]}
         denormal = {"session_config": {"session.set_denormal_as_zero": 1}}
         pinned.append(("int8-dynamic[no-SkipLayerNormFusion]", "int8-dynamic", no_sln))
+        pinned.append(("int8-static[no-SkipLayerNormFusion]", "int8-static", no_sln))
         pinned.append(("int8-dynamic[denormal-as-zero]", "int8-dynamic", denormal))
-        pinned.append(("int8-static[denormal-as-zero]", "int8-static", denormal))
-    plan: dict[str, list] = {"torch": [("eager", None, {"kind": "torch"})]}
     # other builds: the pipeline's own variants (its exclusion experiments run on the pinned one)
     others = ["fp32", *(n for n in ints if "+" not in n or "+ort-optimized" in n)]
-    for runtime in runtimes:
-        cpu = [
-            (f"{runtime}:{n}", files[f], {"provider": "CPUExecutionProvider", **o})
-            for n, f, o in pinned
-            if f in files and (runtime == "pinned" or n in others)
-        ]
+    entries = []
+    for runtime, python in runtimes.items():
+        for name, file, settings in pinned:
+            if file in files and (runtime == "pinned" or name in others):
+                entries.append((f"{runtime}:{name}", python, files[file], cpu, settings))
         if runtime == "openvino":
-            ov = {
-                "provider": "OpenVINOExecutionProvider",
-                "provider_options": {"device_type": "CPU"},
-            }
+            ov = {"provider_options": {"device_type": "CPU", "num_of_threads": str(threads)}}
             # ort-optimized's fused ops are ONNX Runtime's (com.microsoft), not OpenVINO's
             for name in ["simplified", *(n for n in ints if "+" not in n or "matmul-only" in n)]:
                 label = "fp32" if name == "simplified" else name
-                cpu.append((f"openvino-ep:{label}", files[name], ov))
-        plan[runtime] = cpu
-    return plan
+                entry = (
+                    f"openvino-ep:{label}",
+                    python,
+                    files[name],
+                    "OpenVINOExecutionProvider",
+                    ov,
+                )
+                entries.append(entry)
+    return entries
 
 
-class Worker:
-    """One runtime build's worker process (see speed_worker.py)."""
+def contenders(built: dict, entries: list, spec: Any, features: Path) -> list:
+    """The harness's Contenders: PyTorch eager (the flow's framework baseline), then the rest."""
+    from onnxforge.benchmark import (
+        Contender,
+        baseline_name,
+        common_load,
+        framework_baseline,
+        onnx_load,
+    )
+    from onnxforge.onnx_files import onnx_size_bytes
 
-    def __init__(self, python: str, config: dict, config_file: Path) -> None:
-        config_file.write_text(json.dumps(config))
-        self.process = subprocess.Popen(
-            [python, str(WORKER), str(config_file)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
+    recipe = built["recipe"]
+    recipe_data = recipe.model_dump(mode="json", by_alias=True)
+    load = framework_baseline(recipe_data, built["trained"].checkpoint, built["data"])
+    baseline = Contender(
+        baseline_name(recipe.model.framework),
+        "framework",
+        {**load, **common_load(spec, features)},
+    )
+    onnx = [
+        Contender(
+            label,
+            "run",
+            onnx_load(path, provider, spec, features, settings),
+            onnx_size_bytes(path),
+            python,
         )
-        self.hello = self.read()
-
-    def read(self) -> dict:
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"worker {self.process.args} exited ({self.process.wait()})")
-        return json.loads(line)
-
-    def send(self, **command: Any) -> None:
-        self.process.stdin.write(json.dumps(command) + "\n")
-        self.process.stdin.flush()
-
-    def ask(self, **command: Any) -> dict:
-        self.send(**command)
-        return self.read()
-
-    def close(self) -> None:
-        self.process.stdin.write('{"cmd": "quit"}\n')
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
+        for label, python, path, provider, settings in entries
+    ]
+    return [baseline, *onnx]
 
 
-def start_workers(plan: dict, runtimes: dict, built: dict, work: Path, threads: int) -> dict:
-    """A fresh process per runtime build, each holding its contenders' sessions."""
-    inputs = work / "inputs.npz"
-    tokens = built["test"]
-    np.savez(inputs, batch1=tokens[:1], batch16=tokens[:16], test=tokens)
-    workers = {}
-    pythons = {"torch": sys.executable, **runtimes}
-    for runtime, entries in plan.items():
-        specs = []
-        for name, path, options in entries:
-            spec = {"name": name, "path": path, "kind": "ort", "scratch": str(work), **options}
-            if spec["kind"] == "torch":
-                spec.update(repo=str(REPO), recipe=built["recipe"], checkpoint=built["checkpoint"])
-            specs.append(spec)
-        config = {"threads": threads, "inputs": str(inputs), "contenders": specs}
-        workers[runtime] = Worker(pythons[runtime], config, work / f"worker-{runtime}.json")
-        for name, reason in workers[runtime].hello["failed"].items():
-            log(f"  {name}: NOT RUN ({reason})")
-    return workers
+def accuracies(runnable: list, built: dict, work: Path, limit: int) -> dict[str, float]:
+    """Test-split accuracy of each contender, scored in the runtime build and session that
+    timed it; the source model's on the same samples under "source"."""
+    from onnxforge.adapters import get_adapter
+    from onnxforge.benchmark import contender_argmax
+    from onnxforge.data_record import read_splits
+    from onnxforge.inputs import save
+    from onnxforge.training import load_source_model
 
-
-def timed_rounds(workers: dict, batch_sizes: list[int], rounds: int, runs: int) -> dict:
-    """{(contender, batch): [median ms of each round]}, contenders shuffled within each round."""
-    order = [(w, name) for w, worker in workers.items() for name in worker.hello["ready"]]
-    per_round: dict[tuple[str, int], list[float]] = {}
-    shuffle = random.Random(0)
-    for index in range(rounds):
-        started = time.perf_counter()
-        for batch in batch_sizes:
-            shuffle.shuffle(order)
-            for runtime, name in order:
-                times = workers[runtime].ask(cmd="time", name=name, batch=batch, runs=runs)["ms"]
-                per_round.setdefault((name, batch), []).append(statistics.median(times))
-        log(f"  round {index + 1}/{rounds}: {time.perf_counter() - started:.0f} s")
-    return per_round
-
-
-def summary(per_round: dict, batch_sizes: list[int]) -> dict:
-    """Median ms and range over rounds; per-round ratio to eager, median and range."""
-    table: dict[str, dict] = {}
-    for (name, batch), values in per_round.items():
-        eager = per_round[("eager", batch)]
-        ratios = [e / v for e, v in zip(eager, values, strict=True)]
-        table.setdefault(name, {})[batch] = {
-            "ms": statistics.median(values),
-            "ms_range": (min(values), max(values)),
-            "ratio": statistics.median(ratios),
-            "ratio_range": (min(ratios), max(ratios)),
-        }
-    return table
-
-
-def accuracies(workers: dict, built: dict, names: list[str]) -> dict[str, float]:
-    """Test-split accuracy of each named contender, with the runtime that timed it (the workers
-    predict concurrently: nothing is timed here)."""
-    owner = {name: w for w, worker in workers.items() for name in worker.hello["ready"]}
-    queues = {w: [n for n in names if owner.get(n) == w] for w in workers}
-    labels = np.asarray(built["labels"])
+    splits = read_splits(built["data"])
+    tokens, labels = splits.x_test[:limit], np.asarray(splits.y_test[:limit])
+    features = work / "score_features.npz"
+    save(tokens, features)
     scores = {}
-    while any(queues.values()):
-        asked = {w: queue.pop(0) for w, queue in queues.items() if queue}
-        for runtime, name in asked.items():
-            workers[runtime].send(cmd="predict", name=name)
-        for runtime, name in asked.items():
-            predicted = np.asarray(workers[runtime].read()["argmax"])
-            scores[name] = float((predicted == labels).mean())
+    for contender in runnable:
+        if contender.source == "run":
+            predicted = np.asarray(contender_argmax(contender, features, 16))
+            scores[contender.label] = float((predicted == labels).mean())
+    recipe = built["recipe"]
+    model = load_source_model(recipe, built["trained"].checkpoint, splits)
+    reference = get_adapter(recipe.model.framework).predict(model, tokens)
+    scores["source"] = float((np.asarray(reference[0]).argmax(1) == labels).mean())
     return scores
 
 
-def size_of(path: str) -> int:
-    """Bytes on disk, external data included."""
-    from onnxforge.records import onnx_size_bytes
+def build_of(python: str) -> str:
+    """The onnxruntime distribution and version an interpreter imports, and its CPU."""
+    code = (
+        "import json, importlib.metadata as m, onnxruntime as o\n"
+        "names = [d.metadata['Name'] for d in m.distributions()]\n"
+        "pkg = next(n for n in names if n and n.lower().startswith('onnxruntime'))\n"
+        "print(json.dumps([pkg, o.__version__, o.get_available_providers()]))"
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
+    package, version, providers = json.loads(out.stdout)
+    return f"{package} {version} {providers}"
 
-    return onnx_size_bytes(path)
+
+def cpu_line() -> str:
+    """`lscpu`'s model name and the flags MLAS dispatches on: a figure is for this CPU only."""
+    info = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next(
+        (line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?"
+    )
+    flags = next(
+        (set(line.split(":", 1)[1].split()) for line in info if line.startswith("flags")), set()
+    )
+    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"]
+    return f"{model}; " + ", ".join(f"{f}{'+' if f in flags else '-'}" for f in wanted)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default=str(REPO / ".onnxforge" / "transformer-speed"))
-    parser.add_argument(
-        "--reuse", action="store_true", help="reuse the checkpoint and variants in --work"
-    )
+    parser.add_argument("--reuse", action="store_true", help="reuse the checkpoint and variants")
     parser.add_argument("--samples", type=int, default=2400)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--calibration", type=int, default=128)
@@ -387,7 +351,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=2, help="timed runs per contender per round")
     parser.add_argument("--quick", action="store_true", help="fewer contenders, 2 rounds")
-    parser.add_argument("--profile", action="store_true", help="ORT per-op profile of int8 files")
     parser.add_argument(
         "--runtime",
         action="append",
@@ -405,96 +368,83 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     built = train_and_build(args, work)
-    plan = contenders(runtimes, built["files"], args.quick)
-    workers = start_workers(plan, runtimes, built, work, args.threads)
-    try:
-        report(workers, built, args, work)
-    finally:
-        for worker in workers.values():
-            worker.close()
+    report(built, runtimes, args, work)
 
 
-def report(workers: dict, built: dict, args: argparse.Namespace, work: Path) -> None:
-    """Builds, timings, accuracies, the best variant; the last line is the JSON summary."""
-    builds = {}
-    for runtime, worker in workers.items():
-        if runtime != "torch":
-            info = worker.ask(cmd="info")
-            builds[runtime] = f"{info['package']} {info['onnxruntime']}"
-            print(f"runtime {runtime}: {builds[runtime]} {info['providers']}")
-            print(f"    {info['build_info']}")
-    print(f"cpu: {info['cpu']}; {info['flags']}")
-    batch_sizes = [1, 16]
-    table = summary(timed_rounds(workers, batch_sizes, args.rounds, args.runs), batch_sizes)
-    quantized = [name for name in table if "int8" in name]
-    # a contender in [brackets] runs its base's file with other session settings: scored once
-    named = [n for n in table if "[" not in n and ("int8" in n or "openvino-ep" in n)]
-    scores = accuracies(workers, built, ["eager", *named])
-    scores.update({n: scores[n.split("[")[0]] for n in table if n.split("[")[0] in scores})
-    source = scores["eager"]  # the source model on the same samples (the pipeline's stage agrees)
-    sizes = {name: size_of(path) for name, path in built["files"].items()}
-    print(
-        f"\nsource (PyTorch eager) test accuracy {source:.4f} on {len(built['labels'])} samples "
-        f"(train stage's test_accuracy {built['source_accuracy']:.4f})"
+def report(built: dict, runtimes: dict[str, str], args: argparse.Namespace, work: Path) -> None:
+    """Time, score and print; the last line is the JSON summary."""
+    from onnxforge.benchmark import benchmark_inputs, machine_lock_path, measure_interleaved
+    from onnxforge.rounds import with_speedups
+
+    builds = {name: build_of(python) for name, python in runtimes.items()}
+    for name, line in builds.items():
+        print(f"runtime {name}: {line}")
+    print(f"cpu: {cpu_line()}")
+    spec = built["recipe"].benchmark.model_copy(
+        update={
+            "batch_sizes": [1, 16],
+            "rounds": args.rounds,
+            "iterations": args.runs,
+            "warmup": 1,
+            "intra_op_threads": args.threads,
+        }
     )
+    features = benchmark_inputs(built["data"], work)
+    entries = plan(runtimes, built["files"], args.quick, args.threads)
+    everyone = contenders(built, entries, spec, features)
+    rows = measure_interleaved(everyone, "CPUExecutionProvider", spec, machine_lock_path())
+    rows = with_speedups(rows)
+    failed = {r.variant: r.reason for r in rows if r.status != "ok"}
+    for label, reason in failed.items():
+        print(f"  {label}: NOT RUN ({reason})")
+    ok = {(r.variant, r.batch_size): r for r in rows if r.status == "ok"}
+    runnable = [c for c in everyone if c.label not in failed]
+    scores = accuracies(runnable, built, work, args.test_samples)
+    source = scores["source"]
     print(
-        f"threads {args.threads}, {args.rounds} rounds x {args.runs} runs; ms: median [range over rounds]"
+        f"\nsource (PyTorch eager) test accuracy {source:.4f} on {args.test_samples} samples; "
+        f"threads {args.threads}, {args.rounds} rounds x {args.runs} runs; "
+        "x: eager p50 / contender p50, median over rounds [95% bootstrap interval]"
     )
-    print(f"{'contender':44s} {'bs1 ms':>20s} {'bs1 x':>17s} {'bs16 ms':>22s} {'bs16 x':>17s}  acc")
-    for name in sorted(table, key=lambda n: -table[n][16]["ratio"]):
-        cells = []
-        for batch in batch_sizes:
-            row = table[name][batch]
-            cells.append(f"{row['ms']:7.2f} [{row['ms_range'][0]:.1f}-{row['ms_range'][1]:.1f}]")
-            cells.append(
-                f"{row['ratio']:5.2f} [{row['ratio_range'][0]:.2f}-{row['ratio_range'][1]:.2f}]"
-            )
-        acc = f"{scores[name]:.4f}" if name in scores else "-"
-        print(f"{name:44s} {cells[0]:>20s} {cells[1]:>17s} {cells[2]:>22s} {cells[3]:>17s}  {acc}")
-    fp32_bytes = sizes["fp32"]
-    print("\nfile sizes: " + ", ".join(f"{n} {s / 1e6:.1f} MB" for n, s in sorted(sizes.items())))
-    eligible = [
-        name
-        for name in quantized
-        if name in scores and (source - scores[name]) * 100 <= MAX_DROP_PP
-    ]
-    if args.profile:
-        profile(workers, built)
-    best = max(eligible, key=lambda n: table[n][1]["ratio"] * table[n][16]["ratio"], default=None)
+    labels = [c.label for c in runnable if c.source == "run"]
+    for label in sorted(labels, key=lambda n: -(ok[(n, 16)].speedup or 0)):
+        cells = [
+            f"bs{b} {ok[(label, b)].p50_ms:7.2f} ms {ok[(label, b)].speedup:5.2f}x "
+            f"[{ok[(label, b)].speedup_low:.2f}, {ok[(label, b)].speedup_high:.2f}]"
+            for b in (1, 16)
+        ]
+        print(f"{label:44s} {cells[0]:>34s} {cells[1]:>34s}  acc {scores[label]:.4f}")
+    sizes = {c.label: c.size_bytes for c in runnable if c.source == "run"}
+    fp32_bytes = sizes["pinned:fp32"]
+    eligible = [n for n in labels if "int8" in n and (source - scores[n]) * 100 <= MAX_DROP_PP]
+    best = max(eligible, key=lambda n: ok[(n, 1)].speedup * ok[(n, 16)].speedup, default=None)
     if best is None:
         print(json.dumps({"bs1": None, "bs16": None, "size_ratio": None, "accuracy_drop_pp": None}))
         return
-    variant = best.split(":", 1)[1].split("[", 1)[0]
-    summary_line = {
-        "bs1": round(table[best][1]["ratio"], 2),
-        "bs16": round(table[best][16]["ratio"], 2),
-        "size_ratio": round(fp32_bytes / sizes[variant], 2),
-        "accuracy_drop_pp": round((source - scores[best]) * 100, 2),
-        "variant": best,
-        "runtime": runtime_of(best, builds),
-        "bs1_range": [round(x, 2) for x in table[best][1]["ratio_range"]],
-        "bs16_range": [round(x, 2) for x in table[best][16]["ratio_range"]],
-    }
-    print(f"\nbest: {best} ({built['files'][variant]})")
-    print(json.dumps(summary_line))
-
-
-def runtime_of(contender: str, builds: dict[str, str]) -> str:
-    """The runtime build and provider a contender ran on."""
-    prefix = contender.split(":", 1)[0]
-    if prefix == "openvino-ep":
-        return f"{builds['openvino']} OpenVINOExecutionProvider"
-    return f"{builds[prefix]} CPUExecutionProvider"
-
-
-def profile(workers: dict, built: dict) -> None:
-    """Per-op kernel time of the int8 files under each CPU build, batch 16 (ORT profiler)."""
-    for worker in workers.values():
-        for name in worker.hello["ready"]:
-            if name.endswith(("int8-dynamic", "int8-static")) and "openvino-ep" not in name:
-                ops = worker.ask(cmd="profile", name=name, batch=16, runs=3)["ops_ms"]
-                top = ", ".join(f"{op} {ms:.1f}" for op, ms in list(ops.items())[:8])
-                print(f"profile {name} bs16 (ms/run): {top}")
+    runtime = best.split(":", 1)[0]
+    provider = "OpenVINOExecutionProvider" if runtime == "openvino-ep" else "CPUExecutionProvider"
+    build = builds["openvino" if runtime == "openvino-ep" else runtime]
+    print(f"\nbest: {best}")
+    print(
+        json.dumps(
+            {
+                "bs1": round(ok[(best, 1)].speedup, 2),
+                "bs16": round(ok[(best, 16)].speedup, 2),
+                "size_ratio": round(fp32_bytes / sizes[best], 2),
+                "accuracy_drop_pp": round((source - scores[best]) * 100, 2),
+                "variant": best,
+                "runtime": f"{build.split(' [')[0]} {provider}",
+                "bs1_interval": [
+                    round(ok[(best, 1)].speedup_low, 2),
+                    round(ok[(best, 1)].speedup_high, 2),
+                ],
+                "bs16_interval": [
+                    round(ok[(best, 16)].speedup_low, 2),
+                    round(ok[(best, 16)].speedup_high, 2),
+                ],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ def benchmark_dispatched(request: dict[str, Any]) -> int:
     Returns the number of rows written.
     """
     from onnxforge.chatter import route_third_party_output
-    from onnxforge.dispatch import DispatchRequest, measure_request, write_rows
+    from onnxforge.dispatch import DispatchRequest, write_rows
+    from onnxforge.pipeline import benchmark_shipped
     from onnxforge.tracking import client, state_dir
     from tasks.locks import bench_host_lock
 
@@ -82,7 +83,7 @@ def benchmark_dispatched(request: dict[str, Any]) -> int:
     try:
         with bench_host_lock():  # one measurement at a time on this host, as for local runs
             started = time.monotonic()  # not counting the wait for this host's slot
-            rows = measure_request(parsed, work_dir, tracking_uri)
+            rows = benchmark_shipped(parsed, work_dir, tracking_uri)
             measure_s = time.monotonic() - started
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -7,13 +7,8 @@ from prefect.runtime import flow_run
 
 from flows.params import DEFAULT_RECIPE, OverrideValue, RecipePath, run_name
 from onnxforge.chatter import route_third_party_output
-from onnxforge.records import (
-    Registration,
-    VariantBuild,
-    built_artifacts,
-    parent_for,
-    passing_artifacts,
-)
+from onnxforge.pipeline import build_chain, built_artifacts, passing_artifacts
+from onnxforge.records import BenchContenders, Registration, RunEvidence
 from tasks.approval import await_approval
 from tasks.benchmark import benchmark_provider, benchmark_report
 from tasks.champions import fetch_champion_versions, score_champions
@@ -57,27 +52,39 @@ def onnx_pipeline(
     trained = train.with_options(**fresh)(recipe, data, context)
     log_training(trained, context)
     fp32 = export.with_options(**fresh)(recipe, trained, data, context)
-    builds = [VariantBuild(variant="fp32", artifact=fp32)]
-    for name, settings in recipe.requested_variants():  # simplify, optimize, quantize, in order
-        parent = parent_for(name, builds, settings)
-        builds.append(make_variant.with_options(**fresh)(recipe, name, parent, data, context))
+    builds = build_chain(  # fp32, then simplify, optimize, quantize: each from its parent
+        recipe,
+        fp32,
+        lambda name, parent: make_variant.with_options(**fresh)(
+            recipe, name, parent, data, context
+        ),
+    )
     artifacts = built_artifacts(builds)
     parity = validate_parity(recipe, trained, artifacts, data, context)
     champions = score_champions(recipe, trained, champions, data)
-    passing = passing_artifacts(artifacts, parity)
+    contenders = BenchContenders(
+        trained=trained,
+        artifacts=tuple(passing_artifacts(artifacts, parity)),
+        champions=tuple(champions),
+    )
     bench = []
     for provider in recipe.benchmark.providers:  # the champion runs in the same rounds
-        bench += benchmark_provider(recipe, trained, passing, champions, provider, data, context)
+        bench += benchmark_provider(recipe, contenders, provider, data, context)
     bench = benchmark_report(recipe, bench, parity, context)
-    model_ids = log_models(artifacts, parity, bench, data, context)
-    proposal = propose_promotion(recipe, artifacts, parity, bench, champions, data, context)
+    evidence = RunEvidence(
+        trained=trained,
+        artifacts=tuple(artifacts),
+        parity=tuple(parity),
+        bench=tuple(bench),
+        champions=tuple(champions),
+    )
+    model_ids = log_models(evidence, data, context)
+    proposal = propose_promotion(recipe, evidence, data, context)
     if recipe.registry.approval == "required":
-        decisions = await_approval(proposal[0], recipe.registry.approval_timeout_s)
-        proposal = (decisions, proposal[1])
+        decisions = await_approval(list(proposal.decisions), recipe.registry.approval_timeout_s)
+        proposal = proposal.model_copy(update={"decisions": tuple(decisions)})
     with registry_lock(recipe.registry.model_name):  # read, create, move: one critical section
-        registration = register(
-            recipe, trained, artifacts, parity, bench, proposal, model_ids, context
-        )
+        registration = register(recipe, evidence, proposal, model_ids, context)
         summary = publish_summary(trained, builds, parity, bench, registration, context)
         promote(registration, summary, context)  # aliases move last
     outcome = publish_outcome(registration, summary, bench, parity, context)

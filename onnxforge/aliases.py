@@ -14,12 +14,13 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from onnxforge.errors import IntegrityError, Sha256Mismatch
-from onnxforge.records import sha256_of, write_atomically
+from onnxforge.onnx_files import sha256_of, write_atomically
 
 HISTORY_TAG_PREFIX = "onnxforge.alias_history."
 MODEL_FILE = "model.onnx"
@@ -99,14 +100,17 @@ def _fit(events: list[dict]) -> str:
         kept.pop(0)
 
 
+@dataclass(frozen=True)
+class MoveNote:
+    """Why an alias moves, who moves it and from which run: what its history records."""
+
+    reason: str
+    by: str
+    run_id: str | None = None
+
+
 def move_alias(
-    mlflow_client: Any,
-    name: str,
-    alias: str,
-    version: str,
-    reason: str,
-    by: str,
-    run_id: str | None = None,
+    mlflow_client: Any, name: str, alias: str, version: str, note: MoveNote
 ) -> str | None:
     """Point `alias` at `version`, append the move to its history; returns the previous version."""
     holder = current_version(mlflow_client, name, alias)
@@ -122,9 +126,9 @@ def move_alias(
         "version": str(version),
         "previous": previous,
         "at": _now(),
-        "by": by,
-        "reason": reason[:REASON_LIMIT],
-        "run_id": run_id,
+        "by": note.by,
+        "reason": note.reason[:REASON_LIMIT],
+        "run_id": note.run_id,
     }
     # Written after the move: if this write fails, the caller sees the error (and the pipeline
     # puts the alias back); a history entry for a move that never happened would be worse.

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from onnxforge.records import BenchResult, ParityResult, write_atomically
+from onnxforge.onnx_files import write_atomically
+from onnxforge.records import BenchResult, ParityResult
 
 COLUMNS = (
     "variant",

@@ -8,7 +8,9 @@ caches never colour another's. The protocol is one JSON object per line:
                                                                "unsupported": {"16": "why"}}
     parent -> {"batch_size": 16, "iterations": 50}  worker -> {"ok": true, "timings_ms": [...]}
 
-and end of input ends the process. Replies are prefixed with MARKER so that whatever a library
+and end of input ends the process. `python -m onnxforge.bench_worker --argmax` answers one
+request instead: the first output's argmax over a features file, from a session built the same
+way (onnxforge.benchmark.contender_argmax), so a contender is scored in the build that timed it. Replies are prefixed with MARKER so that whatever a library
 prints to stdout cannot be taken for one. Between requests the worker sits idle, which is what lets
 the parent interleave contenders round by round (A, B, C, A, B, C, ...).
 """
@@ -52,6 +54,7 @@ def _onnx_calls(request: dict[str, Any], batches: dict[int, Any]) -> dict[int, C
         request["provider"],
         request["intra_op_threads"],
         request["inter_op_threads"],
+        request.get("settings"),
     )
     calls: dict[int, Callable[[], Any]] = {}
     for size, batch in batches.items():
@@ -69,7 +72,6 @@ def _framework_calls(
 ) -> dict[int, Callable[[], Any]]:
     from onnxforge.adapters import get_adapter
     from onnxforge.data_record import read_file
-    from onnxforge.datasets import load_splits
     from onnxforge.recipe import Recipe
     from onnxforge.tool_errors import framework_errors
     from onnxforge.training import load_source_model
@@ -77,8 +79,8 @@ def _framework_calls(
     recipe = Recipe.model_validate(request["recipe"])
     adapter = get_adapter(recipe.model.framework)
     adapter.set_threads(request["intra_op_threads"])  # before the framework starts its runtime
-    data = request.get("data")  # the run's materialised splits: {"path", "sha256"}
-    splits = read_file(data["path"], data["sha256"]) if data else load_splits(recipe.dataset)
+    data = request["data"]  # the run's materialised splits: {"path", "sha256"}
+    splits = read_file(data["path"], data["sha256"])
     model = load_source_model(recipe, request["checkpoint"], splits)
     calls: dict[int, Callable[[], Any]] = {}
     for size, batch in batches.items():
@@ -177,6 +179,32 @@ def _serve(request: dict[str, Any]) -> None:
         _reply({"ok": True, "timings_ms": timings, "peak_rss_increase_mb": peak})
 
 
+def first_output_argmax(request: dict[str, Any]) -> list[int]:
+    """The argmax of the first output over the request's features, in chunks of `batch_size`
+    (the last chunk padded to that size, a shape the session has already run), from a session
+    built as the timed one was: what scores a contender in the runtime build that timed it."""
+    import numpy as np
+
+    from onnxforge.inputs import count, named, take, tile
+    from onnxforge.inputs import load as load_features
+    from onnxforge.runtime import input_names, make_session
+
+    session = make_session(
+        request["path"],
+        request["provider"],
+        request.get("intra_op_threads"),
+        request.get("inter_op_threads", 1),
+        request.get("settings"),
+    )
+    features, size = load_features(request["features"]), request["batch_size"]
+    names, chunks = input_names(session), []
+    for start in range(0, count(features), size):
+        chunk = take(features, slice(start, start + size))
+        output = session.run(None, named(tile(chunk, size), names))[0]
+        chunks.append(output[: count(chunk)])
+    return np.concatenate(chunks).argmax(axis=1).tolist()
+
+
 def main() -> None:
     """Load the contender named by the first request, then time it whenever asked; end with the
     parent (a SIGKILLed parent must not leave this process measuring)."""
@@ -188,6 +216,9 @@ def main() -> None:
     route_third_party_output()  # the parent's ONNXFORGE_VERBOSE: a crash's stderr tail stays short
     parent = int(os.environ.get(PARENT_ENV, os.getppid()))
     watch_parent(parent)  # the fallback where PR_SET_PDEATHSIG was not set or was missed
+    if sys.argv[1:] == ["--argmax"]:  # score, not time: one request, one reply
+        _reply({"ok": True, "argmax": first_output_argmax(json.loads(sys.stdin.readline()))})
+        return
     request = json.loads(sys.stdin.readline())["load"]
     try:
         _serve(request)

@@ -29,32 +29,29 @@ from typing import Any
 
 import numpy as np
 
+from onnxforge.adapters import get_adapter
 from onnxforge.bench_worker import MARKER, PARENT_ENV
+from onnxforge.data_record import DataRecord, read_splits
 from onnxforge.errors import StageError
 from onnxforge.inputs import save as save_features
 from onnxforge.machine_lock import lock_path, machine_lock
+from onnxforge.onnx_files import write_atomically
 from onnxforge.procs import tied_command
 from onnxforge.providers import PROVIDERS
 from onnxforge.recipe import BenchmarkSpec, Recipe
-from onnxforge.records import BenchResult, ChampionRecord, ModelArtifact, write_atomically
+from onnxforge.records import BenchContenders, BenchResult, ChampionRecord, ModelArtifact
 from onnxforge.rounds import summarize
 from onnxforge.variants import VARIANTS
 
 LOAD_TIMEOUT_S = 300  # a session or a framework model that takes longer to load is 'timeout'
 SEGMENT_TIMEOUT_S = 300  # one contender's timed runs within one round
 SETTLE_S = 0.02  # lets the previous contender's thread pool go idle before the next one times
-WORKER_COMMAND = (sys.executable, "-m", "onnxforge.bench_worker")
-# The framework baseline's row name, by framework: what its adapter's latency_callable runs.
-BASELINE_NAMES = {
-    "pytorch": "pytorch-eager",  # the module's forward, eager, under torch.inference_mode
-    "keras": "keras-tf-function",  # the model called in a tf.function (graph mode, like predict)
-    "onnx": "onnx-original",  # the file as brought, unrewritten, on ONNX Runtime's CPU provider
-}
 
 
 def baseline_name(framework: str) -> str:
-    """The framework baseline's row name (and MLflow metric prefix) for a recipe's framework."""
-    return BASELINE_NAMES[framework]
+    """The framework baseline's row name (and MLflow metric prefix) for a recipe's framework:
+    its adapter names what its latency_callable runs."""
+    return get_adapter(framework).baseline_name
 
 
 def machine_lock_path() -> Path:
@@ -64,12 +61,34 @@ def machine_lock_path() -> Path:
 
 @dataclass(frozen=True)
 class Contender:
-    """Something to time: its row name, where it comes from, and how its worker loads it."""
+    """Something to time: its row name, where it comes from, and how its worker loads it.
+
+    `python` is the interpreter its measuring process runs in: another runtime build (say a
+    venv with onnxruntime-openvino, which installs the same `onnxruntime` module as the pinned
+    build and so cannot share its environment) is timed in the same rounds as this one.
+    """
 
     label: str
     source: str  # run | champion | framework
     load: dict[str, Any]
     size_bytes: int | None = None
+    python: str = sys.executable
+
+
+def worker_command(python: str) -> tuple[str, ...]:
+    """The measuring process in `python`: this interpreter, or another build's, which finds
+    this checkout's onnxforge through PYTHONPATH (it needs numpy and onnxruntime, no torch)."""
+    return (python, "-m", "onnxforge.bench_worker")
+
+
+def worker_env(python: str) -> dict[str, str]:
+    """The environment of a measuring process; another interpreter gets this package's folder
+    on its PYTHONPATH."""
+    env = {**os.environ, PARENT_ENV: str(os.getpid())}
+    if python != sys.executable:
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
 
 
 class WorkerGone(RuntimeError):
@@ -87,13 +106,15 @@ class Worker:
         self.contender = contender
         self._stderr = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
-            tied_command(WORKER_COMMAND),  # dies with this process, even on SIGKILL
+            tied_command(
+                worker_command(contender.python)
+            ),  # dies with this process, even on SIGKILL
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
             start_new_session=True,  # a process group of its own, killed as one
-            env={**os.environ, PARENT_ENV: str(os.getpid())},
+            env=worker_env(contender.python),
         )
         self._buffer = ""
 
@@ -294,16 +315,21 @@ def _rounds_for_batch(
     return rows
 
 
-def _onnx_load(path: str, provider: str, spec: BenchmarkSpec, features: Path) -> dict[str, Any]:
+def onnx_load(
+    path: str, provider: str, spec: BenchmarkSpec, features: Path, settings: dict | None = None
+) -> dict[str, Any]:
+    """The load request of an ONNX contender: its file on `provider`, with the benchmark's
+    threads and, optionally, session settings (onnxforge.runtime.SETTING_KEYS)."""
     return {
         "kind": "onnx",
         "path": path,
         "provider": provider,
-        **_common_load(spec, features),
+        "settings": settings or {},
+        **common_load(spec, features),
     }
 
 
-def _common_load(spec: BenchmarkSpec, features: Path) -> dict[str, Any]:
+def common_load(spec: BenchmarkSpec, features: Path) -> dict[str, Any]:
     return {
         "features": str(features),
         "batch_sizes": list(spec.batch_sizes),
@@ -313,10 +339,33 @@ def _common_load(spec: BenchmarkSpec, features: Path) -> dict[str, Any]:
     }
 
 
+def contender_argmax(contender: Contender, features: Path, batch_size: int) -> list[int]:
+    """The argmax of an ONNX contender's first output over `features`, computed in its own
+    interpreter with its own session settings (an untimed process of its own)."""
+    request = {**contender.load, "features": str(features), "batch_size": batch_size}
+    result = subprocess.run(
+        tied_command([*worker_command(contender.python), "--argmax"]),
+        input=json.dumps(request) + "\n",
+        capture_output=True,
+        text=True,
+        env=worker_env(contender.python),
+        timeout=LOAD_TIMEOUT_S,
+    )
+    replies = [line for line in result.stdout.splitlines() if line.startswith(MARKER)]
+    if result.returncode != 0 or not replies:
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        raise StageError(
+            "benchmark", f"scoring failed: {tail}", contender.label, contender.load["provider"]
+        )
+    return json.loads(replies[-1][len(MARKER) :])["argmax"]
+
+
 def not_measured(
-    label: str, source: str, provider: str, spec: BenchmarkSpec, status: str, reason: str, size=None
+    who: tuple[str, str, int | None], provider: str, spec: BenchmarkSpec, status: str, reason: str
 ) -> list[BenchResult]:
-    """One row per batch size for a contender that was not measured, with `status` and why."""
+    """One row per batch size for a contender that was not measured, with `status` and why;
+    `who` is its (row name, source, size in bytes)."""
+    label, source, size = who
     return [
         BenchResult(
             variant=label,
@@ -335,31 +384,29 @@ def not_measured(
 def bench_provider(
     recipe: Recipe,
     provider: str,
-    artifacts: list[ModelArtifact],
-    champions: list[ChampionRecord],
-    checkpoint: str | None,
+    contenders: BenchContenders,
     features: Path,
-    data: Any = None,
+    data: DataRecord,
 ) -> list[BenchResult]:
-    """This run's passing variants, the verified champions and (when `checkpoint` is given) the
-    framework baseline, interleaved on one provider; the rest are rows with their reasons.
-    `data` (the run's DataRecord) is where the baseline's worker reads the splits, sha256-checked."""
+    """This run's passing variants, the verified champions and, in the baseline provider's
+    rounds, the framework, interleaved on one provider; the rest are rows with their reasons.
+    The baseline's worker reads the splits from `data` (the run's DataRecord), sha256-checked."""
     baseline = None
-    if checkpoint is not None:
-        baseline = framework_baseline(
-            recipe.model_dump(mode="json", by_alias=True), checkpoint, data
-        )
-        baseline = (baseline_name(recipe.model.framework), baseline)
+    if holds_baseline(recipe, provider):
+        recipe_data = recipe.model_dump(mode="json", by_alias=True)
+        load = framework_baseline(recipe_data, contenders.trained.checkpoint, data)
+        baseline = (baseline_name(recipe.model.framework), load)
+    artifacts, champions = list(contenders.artifacts), list(contenders.champions)
     return bench_contenders(recipe.benchmark, provider, artifacts, champions, baseline, features)
 
 
-def framework_baseline(recipe: dict[str, Any], checkpoint: str, data: Any) -> dict[str, Any]:
+def framework_baseline(recipe: dict[str, Any], checkpoint: str, data: DataRecord) -> dict[str, Any]:
     """How the baseline's measuring process rebuilds the source model (the recipe as data)."""
     return {
         "kind": "framework",
         "checkpoint": checkpoint,
         "recipe": recipe,
-        "data": None if data is None else {"path": data.path, "sha256": data.sha256},
+        "data": {"path": data.path, "sha256": data.sha256},
     }
 
 
@@ -383,19 +430,20 @@ def bench_contenders(
     for label, source, path, size, variant in candidates:
         device = VARIANTS[variant].device if variant in VARIANTS else "any"
         if unavailable is not None:
-            rows += not_measured(label, source, provider, spec, "skipped", unavailable, size)
+            rows += not_measured((label, source, size), provider, spec, "skipped", unavailable)
         elif not provider_spec.can_run(device):
             reason = f"{variant} is a GPU variant; {provider} has no kernels for it"
-            rows += not_measured(label, source, provider, spec, "unsupported", reason, size)
+            rows += not_measured((label, source, size), provider, spec, "unsupported", reason)
         else:
-            load = _onnx_load(path, provider, spec, features)
+            load = onnx_load(path, provider, spec, features)
             contenders.append(Contender(label, source, load, size))
     if baseline is not None:
         label, load = baseline
         if unavailable is not None:  # a row all the same: a dispatched provider must cover it
-            rows += not_measured(label, "framework", provider, spec, "skipped", unavailable)
+            who = (label, "framework", None)
+            rows += not_measured(who, provider, spec, "skipped", unavailable)
         else:
-            load = {**load, **_common_load(spec, features)}
+            load = {**load, **common_load(spec, features)}
             contenders.append(Contender(label, "framework", load))
     if contenders:
         rows += measure_interleaved(contenders, provider, spec, machine_lock_path())
@@ -413,13 +461,10 @@ def holds_baseline(recipe: Recipe, provider: str) -> bool:
     return recipe.benchmark.baseline and provider == baseline_provider(recipe)
 
 
-def benchmark_inputs(recipe: Recipe, work_dir: Path, data: object = None) -> Path:
-    """The test split's inputs (from `data`, the run's DataRecord) as an .npz file that every
-    measurement process reads."""
-    from onnxforge.data_record import splits_for
-
+def benchmark_inputs(data: DataRecord, work_dir: Path) -> Path:
+    """The run's test-split inputs as an .npz file that every measuring process reads."""
     path = work_dir / "bench_features.npz"
     if not path.exists():
-        features = splits_for(recipe, data).x_test
+        features = read_splits(data).x_test
         write_atomically(path, lambda temp: save_features(features, temp))
     return path

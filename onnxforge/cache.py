@@ -17,7 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from onnxforge.records import ModelArtifact, TrainResult, VariantBuild, sha256_of
+from onnxforge.adapters import architecture_of
+from onnxforge.onnx_files import sha256_of
+from onnxforge.records import ModelArtifact, TrainResult, VariantBuild
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -97,15 +99,14 @@ def train_key(recipe: Any, data_sha256: str) -> str:
         data=data_sha256,
         checkpoint=content_sha256(recipe.model.checkpoint),
         model_file=content_sha256(recipe.model.file),
-        pretrained=content_sha256(pretrained_folder(recipe.model)),
+        weight_inputs=weight_inputs_sha256(recipe.model),
     )
 
 
-def pretrained_folder(model: Any) -> str | None:
-    """A `transformers` source's save_pretrained folder: its weights are an input like a checkpoint."""
-    if model.architecture == "hf_sequence_classifier":
-        return model.kwargs.get("pretrained")
-    return None
+def weight_inputs_sha256(model: Any) -> list[str | None]:
+    """sha256 of the files the architecture's kwargs name for its weights (a `transformers`
+    save_pretrained folder): inputs like a checkpoint."""
+    return [content_sha256(path) for path in architecture_of(model).weight_inputs(model.kwargs)]
 
 
 def export_key(recipe: Any, checkpoint_sha256: str, data_sha256: str) -> str:
@@ -115,8 +116,8 @@ def export_key(recipe: Any, checkpoint_sha256: str, data_sha256: str) -> str:
         "export",
         checkpoint=checkpoint_sha256,
         model=recipe.model,
-        # export rebuilds the model from the folder's config.json before loading the weights
-        pretrained=content_sha256(pretrained_folder(recipe.model)),
+        # export rebuilds the model from e.g. a folder's config.json before loading the weights
+        weight_inputs=weight_inputs_sha256(recipe.model),
         export=recipe.export,
         data=data_sha256,
     )

@@ -61,13 +61,13 @@ def evaluate_champions(
     recipe: Recipe,
     checkpoint: str,
     champions: list[ChampionRecord],
-    data: DataRecord | None = None,
+    data: DataRecord,
 ) -> list[ChampionRecord]:
     """Score each verified champion on this run's test split, against this run's source model."""
     from onnxforge.adapters import get_adapter
     from onnxforge.batching import run_accepted
-    from onnxforge.data_record import splits_for
-    from onnxforge.parity import compare_outputs, parity_provider
+    from onnxforge.data_record import read_splits
+    from onnxforge.parity import ParityBar, compare_outputs, parity_provider
     from onnxforge.runtime import make_session
     from onnxforge.training import load_source_model
     from onnxforge.variants import EXACT, VARIANTS
@@ -75,7 +75,7 @@ def evaluate_champions(
     verified = [c for c in champions if c.path is not None]
     if not verified:
         return champions
-    splits = splits_for(recipe, data)
+    splits = read_splits(data)
     model = load_source_model(recipe, checkpoint, splits)
     reference = get_adapter(recipe.model.framework).predict(model, splits.x_test)
     evaluated = []
@@ -99,14 +99,7 @@ def evaluate_champions(
             VARIANTS[champion.variant].default_tolerance if champion.variant in VARIANTS else EXACT
         )
         names = [o.name for o in session.get_outputs()]
-        result = compare_outputs(
-            champion.label,
-            reference,
-            outputs,
-            splits.y_test,
-            tolerance,
-            recipe.parity.accuracy_drop_budget,
-            names,
-        )
+        bar = ParityBar(tolerance, recipe.parity.accuracy_drop_budget)
+        result = compare_outputs(champion.label, reference, outputs, splits.y_test, bar, names)
         evaluated.append(champion.model_copy(update={"evaluation": result}))
     return evaluated

@@ -19,6 +19,7 @@ from typing import Any
 
 from onnxforge.aliases import (
     MODEL_FILE,
+    MoveNote,
     alias_history,
     all_versions,
     current_version,
@@ -354,7 +355,7 @@ def _move_checked(
     holder = current_version(mlflow_client, name, alias)
     if holder is not None and str(holder.version) == str(version):
         return {"alias": alias, "version": str(version), "previous": str(version), "moved": False}
-    previous = move_alias(mlflow_client, name, alias, str(version), reason, by)
+    previous = move_alias(mlflow_client, name, alias, str(version), MoveNote(reason, by))
     _record_on_version(mlflow_client, target, f"{alias} moved by hand by {by}: {reason}")
     return {"alias": alias, "version": str(version), "previous": previous, "moved": True}
 

@@ -20,7 +20,8 @@ import numpy as np
 from onnxforge.datasets import Splits
 from onnxforge.errors import IntegrityError
 from onnxforge.inputs import count
-from onnxforge.records import Record, sha256_of, write_atomically
+from onnxforge.onnx_files import sha256_of, write_atomically
+from onnxforge.records import Record
 
 DATA_FILE = "data.npz"
 PARTS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
@@ -107,16 +108,6 @@ def read_file(path: str | Path, expected_sha256: str) -> Splits:
 def read_splits(data: DataRecord) -> Splits:
     """The run's splits, checked against the record before use."""
     return read_file(data.path, data.sha256)
-
-
-def splits_for(recipe: Any, data: DataRecord | None) -> Splits:
-    """The materialised splits when the run made them; built from the recipe's dataset spec
-    otherwise (a stage called on its own, outside a pipeline run)."""
-    if data is not None:
-        return read_splits(data)
-    from onnxforge.datasets import load_splits
-
-    return load_splits(recipe.dataset)
 
 
 # MLflow keeps a dataset's digest in a String(36) column (mlflow/store/tracking/dbmodels/models.py,

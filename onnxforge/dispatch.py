@@ -20,6 +20,7 @@ import os
 import re
 import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,9 @@ from onnxforge.benchmark import (
 )
 from onnxforge.data_record import DataRecord
 from onnxforge.errors import IntegrityError
+from onnxforge.onnx_files import external_data_files, sha256_of
 from onnxforge.recipe import BenchmarkSpec, Recipe
-from onnxforge.records import (
-    BenchResult,
-    ChampionRecord,
-    ModelArtifact,
-    Record,
-    external_data_files,
-    sha256_of,
-)
+from onnxforge.records import BenchResult, ChampionRecord, ModelArtifact, Record
 
 BENCH_FLOW = "onnx-benchmark"
 # The worker imports the flow from the installed package: a process worker runs each flow run
@@ -131,29 +126,37 @@ def unmeasured_rows(
     return [
         row.model_copy(update=where or {})
         for label, source, size in expected_contenders(request)
-        for row in not_measured(label, source, provider, spec, status, reason, size)
+        for row in not_measured((label, source, size), provider, spec, status, reason)
     ]
 
 
 # The sending side ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RoundFiles:
+    """The local files one provider's rounds measure: this run's variants, the verified
+    champions, the benchmark inputs and, when these rounds hold the framework baseline, the
+    checkpoint as (path, sha256) and the data record it trains on."""
+
+    artifacts: list[ModelArtifact]
+    champions: list[ChampionRecord]
+    features: Path
+    checkpoint: tuple[str, str] | None = None
+    data: DataRecord | None = None
+
+
 def ship_request(
     recipe: Recipe,
     provider: str,
     pool: str,
-    artifacts: list[ModelArtifact],
-    champions: list[ChampionRecord],
-    features: Path,
-    checkpoint: tuple[str, str] | None,
-    data: DataRecord | None,
+    files: RoundFiles,
     mlflow_client: Any,
     run_id: str,
 ) -> DispatchRequest:
-    """Upload the files for `provider`'s rounds into the run and describe them by URI.
-
-    `checkpoint` is (path, sha256) when these rounds hold the framework baseline.
-    """
+    """Upload `files` for `provider`'s rounds into the run and describe them by URI."""
+    artifacts, champions, features = files.artifacts, files.champions, files.features
+    checkpoint, data = files.checkpoint, files.data
     folder = f"benchmark/dispatch/{provider}"
 
     def ship(label: str, path: str | Path, sha256: str) -> str:
@@ -285,9 +288,8 @@ def measure_request(
     refused: list[BenchResult] = []
 
     def refuse(label: str, source: str, size: int | None, status: str, reason: str) -> None:
-        rows = not_measured(
-            label, source, request.provider, request.benchmark, status, reason, size
-        )
+        who = (label, source, size)
+        rows = not_measured(who, request.provider, request.benchmark, status, reason)
         refused.extend(row.model_copy(update=where) for row in rows)
 
     def fetch(label: str, shipped: ShippedFile, companions: dict[str, str] | None = None) -> Path:

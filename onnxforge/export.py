@@ -6,21 +6,20 @@ from pathlib import Path
 from typing import Any
 
 from onnxforge.adapters import get_adapter
-from onnxforge.data_record import DataRecord, splits_for
+from onnxforge.data_record import DataRecord, read_splits
 from onnxforge.errors import StageError
 from onnxforge.inputs import take
+from onnxforge.onnx_files import describe_onnx, write_atomically
 from onnxforge.recipe import Recipe
-from onnxforge.records import ModelArtifact, describe_onnx, write_atomically
+from onnxforge.records import ModelArtifact
 from onnxforge.training import load_source_model
 
 EXPORTER_KEY = "onnxforge.producer"
 
 
-def export_model(
-    recipe: Recipe, checkpoint: str, out_dir: Path, data: DataRecord | None = None
-) -> ModelArtifact:
+def export_model(recipe: Recipe, checkpoint: str, out_dir: Path, data: DataRecord) -> ModelArtifact:
     """Export the checkpointed model to `fp32.onnx`, full-check it and infer its shapes."""
-    splits = splits_for(recipe, data)
+    splits = read_splits(data)
     model = load_source_model(recipe, checkpoint, splits)
     adapter = get_adapter(recipe.model.framework)
     # A batch of 4 keeps the exporter from specialising the batch dimension to 0/1.

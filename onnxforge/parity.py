@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from onnxforge.batching import run_accepted
+from onnxforge.data_record import DataRecord, read_splits
 from onnxforge.inputs import take
 from onnxforge.parity_clauses import (
     class_quality,
@@ -29,16 +32,24 @@ def _fail(variant: str, kind: str, message: str, **numbers: object) -> ParityRes
     return ParityResult(variant=variant, passed=False, failures=(failure,), **numbers)
 
 
+@dataclass(frozen=True)
+class ParityBar:
+    """What a variant is held to: its output tolerance and the recipe's accuracy drop budget."""
+
+    tolerance: Tolerance
+    accuracy_drop_budget: float
+
+
 def compare_outputs(
     variant: str,
     reference: list[np.ndarray],
     outputs: list[np.ndarray],
     labels: np.ndarray | None,
-    tolerance: Tolerance,
-    accuracy_drop_budget: float,
+    bar: ParityBar,
     names: list[str] | None = None,
 ) -> ParityResult:
     """Score a variant's outputs against the source's; every broken clause is a typed failure."""
+    tolerance, accuracy_drop_budget = bar.tolerance, bar.accuracy_drop_budget
     names = names or [f"output{i}" for i in range(len(reference))]
     failures = structure_failures(names, reference, outputs)
     if failures:
@@ -106,29 +117,21 @@ def check_variant(
         names = [o.name for o in session.get_outputs()]
     except ort_errors() as error:  # ORT refused the variant: it fails parity, typed; our bugs raise
         return _fail(artifact.variant, "not_run", f"could not run on {provider}: {error}")
-    return compare_outputs(
-        artifact.variant,
-        reference,
-        outputs,
-        labels,
-        recipe.tolerance(artifact.variant),
-        recipe.parity.accuracy_drop_budget,
-        names,
-    )
+    bar = ParityBar(recipe.tolerance(artifact.variant), recipe.parity.accuracy_drop_budget)
+    return compare_outputs(artifact.variant, reference, outputs, labels, bar, names)
 
 
 def check_all(
-    recipe: Recipe, checkpoint: str, artifacts: list[ModelArtifact], data: object = None
+    recipe: Recipe, checkpoint: str, artifacts: list[ModelArtifact], data: DataRecord
 ) -> list[ParityResult]:
     """Parity of every variant against the checkpointed source model on the test split (`data`:
     the run's DataRecord); a failing quantized variant carries the layers whose outputs drift most
     from its float parent."""
     from onnxforge.adapters import get_adapter
-    from onnxforge.data_record import splits_for
     from onnxforge.drift import drifting_layers
     from onnxforge.training import load_source_model
 
-    splits = splits_for(recipe, data)
+    splits = read_splits(data)
     model = load_source_model(recipe, checkpoint, splits)
     reference = get_adapter(recipe.model.framework).predict(model, splits.x_test)
     by_variant = {a.variant: a for a in artifacts}

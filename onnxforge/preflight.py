@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from onnxforge.adapters import get_adapter
+from onnxforge.adapters import architecture_of, get_adapter
 from onnxforge.datasets import load_splits
 from onnxforge.errors import RecipeError
 from onnxforge.inputs import describe, take
@@ -119,16 +119,12 @@ def check_data_and_model(recipe: Recipe, source: str, overrides: Any = None) -> 
     from onnxforge.training import check_no_random_weights, fresh_model
 
     adapter = get_adapter(recipe.model.framework)
+    architecture = architecture_of(recipe.model)
     try:
         adapter.check_source(recipe.model)
+        adapter.check_recipe(recipe)  # e.g. a brought file's fixed batch against the objective
     except ValueError as error:
         _refuse(source, str(error), overrides)
-    if recipe.model.file is not None and recipe.model.file.suffix == ".onnx":  # may fix its batch
-        from onnxforge.adapters.onnx_file import batch_problem
-
-        problem = batch_problem(recipe)
-        if problem is not None:
-            _refuse(source, problem, overrides)
     samples = describe(splits.x_train)  # e.g. "(1, 8, 8) float32", or one entry per named input
     label = recipe.model.architecture or str(recipe.model.file)
     try:
@@ -144,13 +140,11 @@ def check_data_and_model(recipe: Recipe, source: str, overrides: Any = None) -> 
         check_no_random_weights(recipe, model)
     except ValueError as error:
         _refuse(source, str(error), overrides)
-    if recipe.model.architecture == "hf_sequence_classifier":
-        from onnxforge.adapters.hf_models import token_id_problem
-
+    try:
         for part in (splits.x_train, splits.x_val, splits.x_test):
-            problem = token_id_problem(model, part)
-            if problem is not None:
-                _refuse(source, problem, overrides)
+            architecture.check_inputs(model, part)  # e.g. token ids the vocabulary has
+    except ValueError as error:
+        _refuse(source, str(error), overrides)
     if recipe.model.checkpoint is not None:
         try:
             adapter.load_checkpoint(model, recipe.model.checkpoint)
@@ -172,15 +166,6 @@ def check_data_and_model(recipe: Recipe, source: str, overrides: Any = None) -> 
     _check_labels_fit(recipe, splits, np.asarray(outputs[0]), label, source, overrides)
 
 
-def _trains_regression(model: Any) -> bool:
-    """Regression is trained with MSE by the PyTorch adapter, on `mlp` (sized to the target) or
-    a module of the user's own; small_cnn and token_transformer are classifiers, and the Keras
-    adapter compiles a cross-entropy loss."""
-    return model.framework == "pytorch" and (
-        model.architecture == "mlp" or ":" in model.architecture
-    )
-
-
 def _check_task(recipe: Recipe, splits: Any, source: str, overrides: Any) -> None:
     """Training needs labels, and a regression target needs a model that trains on one.
 
@@ -196,7 +181,7 @@ def _check_task(recipe: Recipe, splits: Any, source: str, overrides: Any) -> Non
             "false, or name the labels",
             overrides,
         )
-    if splits.task != "regression" or _trains_regression(recipe.model):
+    if splits.task != "regression" or architecture_of(recipe.model).trains_regression:
         return
     label = recipe.model.architecture or recipe.model.framework
     classifier = (

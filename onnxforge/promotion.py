@@ -7,6 +7,7 @@ interleaved rounds as this run's variants; nothing measured in another run decid
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 from onnxforge.metrics import objective_key, provider_short
 from onnxforge.recipe import Recipe
@@ -16,10 +17,20 @@ from onnxforge.records import (
     ChampionRecord,
     ModelArtifact,
     ParityResult,
+    RunEvidence,
 )
 from onnxforge.rounds import compare, describe
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A variant proposed for an alias: its file, its parity, and the floors it is below."""
+
+    artifact: ModelArtifact
+    parity: ParityResult
+    floors: tuple[str, ...] = ()
 
 
 def provider_alias(provider: str) -> str:
@@ -135,15 +146,14 @@ def _speed_decision(
 def decide(
     recipe: Recipe,
     provider: str,
-    candidate: ModelArtifact,
-    candidate_parity: ParityResult,
-    floors: list[str],
+    proposed: Candidate,
     holder: ChampionRecord | None,
     bench: list[BenchResult],
 ) -> tuple[bool, str]:
-    """Whether the alias held by `holder` (None: nobody) moves to `candidate`, and why."""
-    if floors:
-        return False, "below a quality floor: " + "; ".join(floors)
+    """Whether the alias held by `holder` (None: nobody) moves to `proposed`, and why."""
+    candidate, candidate_parity = proposed.artifact, proposed.parity
+    if proposed.floors:
+        return False, "below a quality floor: " + "; ".join(proposed.floors)
     if holder is None:
         return True, "no champion yet"
     if holder.tampered:  # a changed file must not stay champion
@@ -177,34 +187,23 @@ def decide(
 
 
 def propose(
-    recipe: Recipe,
-    artifacts: list[ModelArtifact],
-    parity: list[ParityResult],
-    bench: list[BenchResult],
-    champions: list[ChampionRecord],
-    floors: dict[str, list[str]],
+    recipe: Recipe, evidence: RunEvidence, floors: dict[str, tuple[str, ...]]
 ) -> list[AliasDecision]:
     """One decision per alias (champion, champion-<provider>, challenger); nothing is written."""
-    best = best_per_provider(recipe, artifacts, parity, bench)
-    by_variant = {a.variant: a for a in artifacts}
-    parity_by_variant = {p.variant: p for p in parity}
+    bench = list(evidence.bench)
+    best = best_per_provider(recipe, list(evidence.artifacts), list(evidence.parity), bench)
     decisions = []
     for alias, provider in alias_targets(recipe):
-        holder = next((c for c in champions if alias in c.aliases), None)
+        holder = next((c for c in evidence.champions if alias in c.aliases), None)
         against = holder.version if holder else None
         variant = best[provider][0] if provider in best else None
         if variant is None:
             move, reason = False, f"no variant passed parity and was measured on {provider}"
         else:
-            move, reason = decide(
-                recipe,
-                provider,
-                by_variant[variant],
-                parity_by_variant[variant],
-                floors.get(variant, []),
-                holder,
-                bench,
+            proposed = Candidate(
+                evidence.artifact(variant), evidence.parity_of(variant), floors.get(variant, ())
             )
+            move, reason = decide(recipe, provider, proposed, holder, bench)
         decisions.append(
             AliasDecision(
                 alias=alias,

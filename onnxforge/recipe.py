@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from onnxforge.adapters import ADAPTERS
+from onnxforge.adapters import ADAPTERS, architecture_of, get_adapter
 from onnxforge.errors import RecipeError
 from onnxforge.overrides import apply_overrides, refuse_protected_changes, split_key
 from onnxforge.overrides import parse_overrides as parse_overrides  # re-exported
@@ -236,12 +236,14 @@ class ModelSpec(Strict):
 
     @field_validator("kwargs")
     @classmethod
-    def _recipe_relative_pretrained(cls, value: dict[str, Any], info: ValidationInfo) -> Any:
-        """A `transformers` folder (`pretrained`) is a recipe path, like file and checkpoint."""
-        folder = value.get("pretrained")
-        if info.data.get("architecture") == "hf_sequence_classifier" and isinstance(folder, str):
-            return {**value, "pretrained": str(_resolve(Path(folder), info))}
-        return value
+    def _recipe_relative_paths(cls, value: dict[str, Any], info: ValidationInfo) -> Any:
+        """Kwargs the architecture reads as paths (a `transformers` folder, `pretrained`) are
+        recipe paths, like file and checkpoint."""
+        framework = info.data.get("framework")
+        if framework is None:  # a refused framework is reported on its own
+            return value
+        architecture = ADAPTERS[framework].architecture(info.data.get("architecture"))
+        return architecture.recipe_paths(value, lambda path: _resolve(path, info))
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -449,11 +451,8 @@ class Recipe(Strict):
         weights_given = (
             self.model.checkpoint is not None
             or self.model.file is not None
-            # a transformers folder holds its weights
-            or (
-                self.model.architecture == "hf_sequence_classifier"
-                and "pretrained" in self.model.kwargs
-            )
+            # e.g. a transformers folder holds its weights
+            or bool(architecture_of(self.model).weight_inputs(self.model.kwargs))
         )
         if not self.train.enabled and not weights_given:
             raise ValueError("model.checkpoint: required when train.enabled is false")
@@ -472,7 +471,7 @@ class Recipe(Strict):
                 f"export.exporter: expected one of {', '.join(adapter.exporters)} for "
                 f"{self.model.framework}; got {self.export.exporter!r}"
             )
-        if self.export.make_batch_dynamic and self.model.framework != "onnx":
+        if self.export.make_batch_dynamic and not adapter.rewrites_fixed_batch:
             raise ValueError(
                 "export.make_batch_dynamic: rewrites a brought ONNX file (framework: onnx); "
                 f"{self.model.framework} exports name their axes in export.dynamic_axes"
@@ -522,10 +521,9 @@ class Recipe(Strict):
         """The recipe flattened to dotted keys, for MLflow params. A brought ONNX file is not
         exported: its export.opset is the opset the file declares, not the recipe's default."""
         params = _flatten(self.model_dump(mode="json", by_alias=True))
-        if self.model.framework == "onnx" and self.model.file is not None:
-            from onnxforge.adapters.onnx_file import file_opset
-
-            params["export.opset"] = str(file_opset(self.model.file))
+        declared = get_adapter(self.model.framework).declared_opset(self.model)
+        if declared is not None:
+            params["export.opset"] = str(declared)
         return params
 
 

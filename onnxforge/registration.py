@@ -16,19 +16,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from onnxforge.aliases import all_versions, current_version, move_alias
+from onnxforge.aliases import MoveNote, all_versions, current_version, move_alias
 from onnxforge.errors import RefusedError
 from onnxforge.metrics import provider_short
 from onnxforge.promotion import CHALLENGER
 from onnxforge.recipe import Recipe
-from onnxforge.records import (
-    AliasDecision,
-    BenchResult,
-    ModelArtifact,
-    ParityResult,
-    Registration,
-    TrainResult,
-)
+from onnxforge.records import AliasDecision, Proposal, Registration, RunEvidence
 from onnxforge.registry import version_tags
 from onnxforge.tracking import RunContext, client
 
@@ -89,18 +82,10 @@ def repair_half_done(
 
 
 def candidate_tags(
-    recipe: Recipe,
-    context: RunContext,
-    trained: TrainResult,
-    artifacts: list[ModelArtifact],
-    parity: list[ParityResult],
-    bench: list[BenchResult],
-    decisions: list[AliasDecision],
-    floors: dict[str, list[str]],
+    recipe: Recipe, context: RunContext, evidence: RunEvidence, proposal: Proposal
 ) -> dict[str, dict[str, str]]:
     """variant -> the tags of its version, for every variant some alias decision is about."""
-    by_variant = {a.variant: a for a in artifacts}
-    parity_by_variant = {p.variant: p for p in parity}
+    decisions, floors, trained = proposal.decisions, proposal.floors, evidence.trained
     best = {
         f"best.{provider_short(d.provider)}": d.variant
         for d in decisions
@@ -111,9 +96,9 @@ def candidate_tags(
         tags = version_tags(
             recipe,
             context,
-            by_variant[variant],
-            parity_by_variant[variant],
-            bench,
+            evidence.artifact(variant),
+            evidence.parity_of(variant),
+            list(evidence.bench),
             trained.dataset_hash,
         )
         chosen_for = [d.provider for d in decisions if d.variant == variant]
@@ -208,15 +193,14 @@ def recheck(mlflow_client: Any, name: str, decisions: list[AliasDecision]) -> li
 
 
 def registration_record(
-    recipe: Recipe,
-    decisions: list[AliasDecision],
-    versions: dict[str, str],
-    model_ids: dict[str, str],
-    floors: dict[str, list[str]],
+    recipe: Recipe, proposal: Proposal, versions: dict[str, str], model_ids: dict[str, str]
 ) -> Registration:
     """What was registered, and every alias decision with its version filled in."""
     name = recipe.registry.model_name
-    decisions = [d.model_copy(update={"version": versions.get(d.variant or "")}) for d in decisions]
+    floors = proposal.floors
+    decisions = [
+        d.model_copy(update={"version": versions.get(d.variant or "")}) for d in proposal.decisions
+    ]
     if not recipe.registry.enabled:
         disabled = {"move": False, "reason": "register.enabled is false"}
         decisions = [d.model_copy(update=disabled) for d in decisions]
@@ -292,15 +276,8 @@ def _move_aliases(
         for decision in registration.decisions:
             if decision.move and decision.version is not None:
                 _still_held_by(mlflow_client, name, decision)
-                previous = move_alias(
-                    mlflow_client,
-                    name,
-                    decision.alias,
-                    decision.version,
-                    decision.reason,
-                    by,
-                    run_id,
-                )
+                note = MoveNote(decision.reason, by, run_id)
+                previous = move_alias(mlflow_client, name, decision.alias, decision.version, note)
                 moved.append((decision.alias, previous))
     except Exception as error:
         undo = f"undo: moving the run's other aliases failed ({type(error).__name__})"
@@ -308,7 +285,7 @@ def _move_aliases(
             if previous is None:
                 mlflow_client.delete_registered_model_alias(name, alias)
             else:  # recorded, so the history (and rollback) stays true
-                move_alias(mlflow_client, name, alias, previous, undo, by, run_id)
+                move_alias(mlflow_client, name, alias, previous, MoveNote(undo, by, run_id))
         raise
     return [alias for alias, _ in moved]
 
@@ -337,20 +314,16 @@ def timed(log: Callable[[str], None], what: str) -> Iterator[None]:
 def register_candidates(
     recipe: Recipe,
     context: RunContext,
-    trained: TrainResult,
-    artifacts: list[ModelArtifact],
-    parity: list[ParityResult],
-    bench: list[BenchResult],
-    proposal: tuple[list[AliasDecision], dict[str, list[str]]],
+    evidence: RunEvidence,
+    proposal: Proposal,
     model_ids: dict[str, str],
     log: Callable[[str], None] = lambda _: None,
 ) -> Registration:
     """Inside the registry lock: repair half-done versions, re-check the champion, create the
     versions (state pending), one log line per step. Aliases do not move here."""
-    decisions, floors = proposal
     name = recipe.registry.model_name
     if not recipe.registry.enabled:
-        return registration_record(recipe, decisions, {}, model_ids, floors)
+        return registration_record(recipe, proposal, {}, model_ids)
     mlflow_client = client(context.tracking_uri)
     with timed(log, f"read the versions of {name}"):
         existing = all_versions(mlflow_client, name)
@@ -358,12 +331,13 @@ def register_candidates(
         for note in repair_half_done(mlflow_client, name, context.run_id, existing):
             log(f"repaired {name} {note}")
     with timed(log, "re-checked who holds the champion aliases"):
-        decisions = recheck(mlflow_client, name, decisions)
-    tags_for = candidate_tags(recipe, context, trained, artifacts, parity, bench, decisions, floors)
+        checked = recheck(mlflow_client, name, list(proposal.decisions))
+    proposal = proposal.model_copy(update={"decisions": tuple(checked)})
+    tags_for = candidate_tags(recipe, context, evidence, proposal)
     log(f"registering {name}: {', '.join(tags_for) or 'nothing'}")
     with timed(log, "created the versions"):
         versions = register_versions(name, context, model_ids, tags_for, existing, log)
-    return registration_record(recipe, decisions, versions, model_ids, floors)
+    return registration_record(recipe, proposal, versions, model_ids)
 
 
 def record_best(tracking_uri: str, run_id: str, decisions: list[AliasDecision]) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
 from onnxforge.metrics import PARITY_FIELDS, bench_metrics, objective_key, parity_metrics
 from onnxforge.recipe import Recipe
 from onnxforge.records import BenchResult, ModelArtifact, ParityResult
+from onnxforge.run_lifecycle import git_commit
 from onnxforge.tracking import RunContext, client, log_metrics
 
 
@@ -142,7 +142,7 @@ def version_tags(
         "objective": objective_key(recipe),
         "source_run_id": context.run_id,
         "flow_run_id": context.flow_run_id,
-        "code_commit": code_commit(),
+        "code_commit": git_commit() or "unknown",  # the same commit the run's tag names
         "dataset_hash": dataset_hash,
         "recipe": recipe.name,
     }
@@ -174,17 +174,6 @@ def _onnxruntime_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__
-
-
-def code_commit() -> str:
-    """The git commit of the working directory, or 'unknown' outside a git checkout."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        )
-        return result.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def build_tags(artifact: ModelArtifact) -> dict[str, str]:

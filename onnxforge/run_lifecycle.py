@@ -57,7 +57,8 @@ def owner_gone(tags: dict[str, str]) -> bool:
 
 
 def git_commit() -> str | None:
-    """The commit of onnxforge's own checkout, or None when it is not a git checkout."""
+    """The commit of onnxforge's own checkout (not the working directory's), or None without git
+    or outside a checkout; the one reading for the run's tag and every registered version's."""
     try:
         result = subprocess.run(
             ["git", "-C", str(REPO_DIR), "rev-parse", "HEAD"],

@@ -17,11 +17,6 @@ def is_class_scores(output: np.ndarray) -> bool:
     return output.ndim == 2 and output.shape[1] >= 2
 
 
-def is_regression(output: np.ndarray) -> bool:
-    """One value per sample, shape (N,) or (N, 1): scored by error, never by argmax."""
-    return output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1)
-
-
 def is_continuous(labels: np.ndarray | None) -> bool:
     """Float labels: regression targets, not class ids."""
     return labels is not None and np.asarray(labels).dtype.kind == "f"

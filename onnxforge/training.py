@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from onnxforge.adapters import get_adapter
-from onnxforge.data_record import DataRecord, splits_for
+from onnxforge.data_record import DataRecord, read_splits
 from onnxforge.datasets import Splits
 from onnxforge.inputs import sample_shape
+from onnxforge.onnx_files import sha256_of, write_atomically
 from onnxforge.recipe import Recipe
-from onnxforge.records import EpochMetrics, TrainResult, sha256_of, write_atomically
+from onnxforge.records import EpochMetrics, TrainResult
 from onnxforge.scoring import accuracy, is_class_scores, mae_rmse, matches_targets, task_of
 
 
@@ -41,11 +42,11 @@ def train_model(
     recipe: Recipe,
     out_dir: Path,
     on_epoch: Callable[[int, dict[str, float]], None],
-    data: DataRecord | None = None,
+    data: DataRecord,
 ) -> TrainResult:
     """Fit the recipe's model (or take its checkpoint as is), save the weights, score val/test."""
     adapter = get_adapter(recipe.model.framework)
-    splits = splits_for(recipe, data)
+    splits = read_splits(data)
     model = fresh_model(recipe, splits)
     if recipe.model.checkpoint is not None:
         adapter.load_checkpoint(model, recipe.model.checkpoint)

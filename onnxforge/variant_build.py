@@ -13,7 +13,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from onnxforge.inputs import Features
-from onnxforge.records import ModelArtifact, VariantBuild, describe_onnx, write_atomically
+from onnxforge.onnx_files import describe_onnx, write_atomically
+from onnxforge.records import ModelArtifact, VariantBuild
 from onnxforge.variants import VARIANTS, Made
 from onnxforge.variants.checks import BuildCheckFailed, check_built, tool_message
 

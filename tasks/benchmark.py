@@ -9,12 +9,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from onnxforge.bench_report import publish_bench_report
-from onnxforge.benchmark import bench_provider, benchmark_inputs, holds_baseline
+from onnxforge.benchmark import benchmark_inputs, holds_baseline
 from onnxforge.data_record import DataRecord
-from onnxforge.dispatch import ship_request, where_measured
+from onnxforge.dispatch import RoundFiles, ship_request, where_measured
 from onnxforge.metrics import bench_metrics
+from onnxforge.pipeline import benchmark
 from onnxforge.recipe import Recipe
-from onnxforge.records import BenchResult, ChampionRecord, ModelArtifact, ParityResult, TrainResult
+from onnxforge.records import BenchContenders, BenchResult, ParityResult
 from onnxforge.rounds import with_speedups
 from onnxforge.tracking import RunContext, client, log_metrics
 from tasks.cache import MLFLOW_IO_RETRIES
@@ -25,9 +26,7 @@ from tasks.locks import bench_host_lock
 @task(name="benchmark-provider", cache_policy=NO_CACHE, task_run_name="benchmark-{provider}")
 def benchmark_provider(
     recipe: Recipe,
-    trained: TrainResult,
-    artifacts: list[ModelArtifact],
-    champions: list[ChampionRecord],
+    contenders: BenchContenders,
     provider: str,
     data: DataRecord,
     context: RunContext,
@@ -35,9 +34,11 @@ def benchmark_provider(
     """Passing variants, the champion and (on one provider) the framework, in interleaved rounds."""
     pool = recipe.benchmark.pools.get(provider)
     if pool is not None:
-        rows = _dispatched(recipe, trained, artifacts, champions, provider, data, context, pool)
+        rows = _dispatched(recipe, contenders, provider, data, context, pool)
     else:
-        rows = _measured_here(recipe, trained, artifacts, champions, provider, data, context)
+        with bench_host_lock():  # one measurement at a time per host, across runs on this server
+            rows = benchmark(recipe, contenders, provider, data, Path(context.work_dir))
+        rows = [row.model_copy(update=where_measured()) for row in rows]
     # One line per contender, not per batch size: the reason is the same for each.
     for variant, status, reason in dict.fromkeys((r.variant, r.status, r.reason) for r in rows):
         if status != "ok":
@@ -55,42 +56,24 @@ def benchmark_provider(
     return rows
 
 
-def _measured_here(
-    recipe: Recipe,
-    trained: TrainResult,
-    artifacts: list[ModelArtifact],
-    champions: list[ChampionRecord],
-    provider: str,
-    data: DataRecord,
-    context: RunContext,
-) -> list[BenchResult]:
-    features = benchmark_inputs(recipe, Path(context.work_dir), data)
-    checkpoint = trained.checkpoint if holds_baseline(recipe, provider) else None
-    with bench_host_lock():  # one measurement at a time per host, across runs on this server
-        rows = bench_provider(recipe, provider, artifacts, champions, checkpoint, features, data)
-    return [row.model_copy(update=where_measured()) for row in rows]
-
-
 def _dispatched(
     recipe: Recipe,
-    trained: TrainResult,
-    artifacts: list[ModelArtifact],
-    champions: list[ChampionRecord],
+    contenders: BenchContenders,
     provider: str,
     data: DataRecord,
     context: RunContext,
     pool: str,
 ) -> list[BenchResult]:
     """`provider`'s rounds on a worker of `pool`: files shipped by URI, rows back via MLflow."""
-    features = benchmark_inputs(recipe, Path(context.work_dir), data)
+    features = benchmark_inputs(data, Path(context.work_dir))
+    trained = contenders.trained
     with_baseline = holds_baseline(recipe, provider)
     checkpoint = (trained.checkpoint, trained.checkpoint_sha256) if with_baseline else None
     mlflow_client = client(context.tracking_uri)
     started = time.monotonic()  # shipping the files is part of what dispatching costs
-    request = ship_request(
-        recipe, provider, pool, artifacts, champions, features, checkpoint, data,
-        mlflow_client, context.run_id,
-    )  # fmt: skip
+    artifacts, champions = list(contenders.artifacts), list(contenders.champions)
+    files = RoundFiles(artifacts, champions, features, checkpoint, data)
+    request = ship_request(recipe, provider, pool, files, mlflow_client, context.run_id)
     spec = recipe.benchmark
     get_run_logger().info("benchmark on %s dispatched to work pool %s", provider, pool)
     outcome = dispatch(

@@ -7,8 +7,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from onnxforge.data_record import DataRecord, dataset_name, log_dataset_input, materialize
-from onnxforge.datasets import load_splits
+from onnxforge.data_record import DataRecord, dataset_name, log_dataset_input
+from onnxforge.pipeline import prepare_data
 from onnxforge.recipe import Recipe
 from onnxforge.tracking import RunContext
 from tasks.cache import MLFLOW_IO_RETRIES
@@ -17,7 +17,7 @@ from tasks.cache import MLFLOW_IO_RETRIES
 @task(name="materialize-data", cache_policy=NO_CACHE, **MLFLOW_IO_RETRIES)
 def materialize_data(recipe: Recipe, context: RunContext) -> DataRecord:
     """Write the splits to one .npz in the run's work folder; log it as the run's dataset input."""
-    data = materialize(load_splits(recipe.dataset), Path(context.work_dir))
+    data = prepare_data(recipe, Path(context.work_dir))
     log_dataset_input(context.tracking_uri, context.run_id, recipe.dataset, data)
     get_run_logger().info(
         "data %s: %s samples, sha256 %s", dataset_name(recipe.dataset), data.samples, data.sha256

@@ -7,9 +7,9 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
+from onnxforge import pipeline
 from onnxforge.cache import export_key
 from onnxforge.data_record import DataRecord
-from onnxforge.export import export_model
 from onnxforge.recipe import Recipe
 from onnxforge.records import ModelArtifact, TrainResult
 from onnxforge.tracking import RunContext
@@ -25,7 +25,7 @@ def export(
     recipe: Recipe, trained: TrainResult, data: DataRecord, context: RunContext
 ) -> ModelArtifact:
     """torch.onnx.export (dynamo, falling back to TorchScript), checker and shape inference."""
-    artifact = export_model(recipe, trained.checkpoint, Path(context.work_dir), data)
+    artifact = pipeline.export(recipe, trained, data, Path(context.work_dir))
     get_run_logger().info(
         "exported %s by %s (%d bytes)", artifact.path, artifact.producer, artifact.size_bytes
     )

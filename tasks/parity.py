@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from onnxforge.data_record import DataRecord
 from onnxforge.metrics import parity_metrics
-from onnxforge.parity import check_all
+from onnxforge.pipeline import check_parity
 from onnxforge.recipe import Recipe
 from onnxforge.records import ModelArtifact, ParityResult, TrainResult
 from onnxforge.tracking import RunContext, log_metrics
@@ -22,7 +22,7 @@ def validate_parity(
     context: RunContext,
 ) -> list[ParityResult]:
     """Run each variant on the test split; failing variants stay in the report with their reasons."""
-    results = check_all(recipe, trained.checkpoint, artifacts, data)
+    results = check_parity(recipe, trained, artifacts, data)
     log_metrics(context, parity_metrics(results))
     logger = get_run_logger()
     for result in results:

@@ -17,15 +17,7 @@ from onnxforge.machine_lock import machine_lock
 from onnxforge.procs import EMBEDDED_SERVER_ENV
 from onnxforge.promotion import propose
 from onnxforge.recipe import Recipe
-from onnxforge.records import (
-    AliasDecision,
-    BenchResult,
-    ChampionRecord,
-    ModelArtifact,
-    ParityResult,
-    Registration,
-    TrainResult,
-)
+from onnxforge.records import Proposal, Registration, RunEvidence
 from onnxforge.registration import finalize, record_best, register_candidates
 from onnxforge.registry import log_variant_models
 from onnxforge.tracking import RunContext
@@ -57,67 +49,44 @@ def registry_lock(model_name: str, timeout_s: float = 900) -> Iterator[None]:
 
 
 @task(name="log-models", cache_policy=NO_CACHE, **MLFLOW_IO_RETRIES)
-def log_models(
-    artifacts: list[ModelArtifact],
-    parity: list[ParityResult],
-    bench: list[BenchResult],
-    data: DataRecord,
-    context: RunContext,
-) -> dict[str, str]:
+def log_models(evidence: RunEvidence, data: DataRecord, context: RunContext) -> dict[str, str]:
     """Every variant as an MLflow LoggedModel with its own metrics; variant -> model id."""
     example = take(read_splits(data).x_test, slice(0, 2))
+    artifacts, parity, bench = list(evidence.artifacts), list(evidence.parity), list(evidence.bench)
     return log_variant_models(context, artifacts, parity, bench, example)
 
 
 @task(name="propose-promotion", cache_policy=NO_CACHE, **MLFLOW_IO_RETRIES)
 def propose_promotion(
-    recipe: Recipe,
-    artifacts: list[ModelArtifact],
-    parity: list[ParityResult],
-    bench: list[BenchResult],
-    champions: list[ChampionRecord],
-    data: DataRecord,
-    context: RunContext,
-) -> tuple[list[AliasDecision], dict[str, list[str]]]:
+    recipe: Recipe, evidence: RunEvidence, data: DataRecord, context: RunContext
+) -> Proposal:
     """Floors for every passing variant, then one decision per alias, from this run's numbers."""
     splits = read_splits(data)
     floors = {
-        p.variant: floor_failures(recipe.registry, p, splits.y_train, splits.y_test)
-        for p in parity
+        p.variant: tuple(floor_failures(recipe.registry, p, splits.y_train, splits.y_test))
+        for p in evidence.parity
         if p.passed
     }
-    decisions = propose(recipe, artifacts, parity, bench, champions, floors)
+    decisions = propose(recipe, evidence, floors)
     record_best(context.tracking_uri, context.run_id, decisions)
     for d in decisions:
         verdict = "would move" if d.move else "stays"
         get_run_logger().info("%s -> %s: %s (%s)", d.alias, d.variant, verdict, d.reason)
-    return decisions, floors
+    return Proposal(decisions=tuple(decisions), floors=floors)
 
 
 @task(name="register", cache_policy=NO_CACHE, **MLFLOW_IO_RETRIES)
 def register(
     recipe: Recipe,
-    trained: TrainResult,
-    artifacts: list[ModelArtifact],
-    parity: list[ParityResult],
-    bench: list[BenchResult],
-    proposal: tuple[list[AliasDecision], dict[str, list[str]]],
+    evidence: RunEvidence,
+    proposal: Proposal,
     model_ids: dict[str, str],
     context: RunContext,
 ) -> Registration:
     """Inside the registry lock: repair half-done versions, re-check the champion, create versions
     (state pending). Aliases do not move here."""
-    return register_candidates(
-        recipe,
-        context,
-        trained,
-        artifacts,
-        parity,
-        bench,
-        proposal,
-        model_ids,
-        log=get_run_logger().info,
-    )
+    log = get_run_logger().info
+    return register_candidates(recipe, context, evidence, proposal, model_ids, log=log)
 
 
 @task(name="promote", cache_policy=NO_CACHE, **MLFLOW_IO_RETRIES)

@@ -13,12 +13,13 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from onnxforge import pipeline
 from onnxforge.cache import train_key
 from onnxforge.data_record import DataRecord
 from onnxforge.recipe import Recipe
 from onnxforge.records import TrainResult
 from onnxforge.tracking import RunContext, log_metrics
-from onnxforge.training import final_metrics, train_model
+from onnxforge.training import final_metrics
 from tasks.cache import CACHED, MLFLOW_IO_RETRIES, verified_key
 
 
@@ -35,7 +36,7 @@ def train(recipe: Recipe, data: DataRecord, context: RunContext) -> TrainResult:
         logger.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
         log_metrics(context, {f"train.{k}": v for k, v in metrics.items()}, step=epoch)
 
-    result = train_model(recipe, Path(context.work_dir), on_epoch, data)
+    result = pipeline.train(recipe, data, Path(context.work_dir), on_epoch)
     result = result.model_copy(update={"mlflow_run_id": context.run_id})
     if result.test_rmse is not None:
         logger.info("test RMSE %.4g after %d epochs", result.test_rmse, result.epochs_run)

@@ -11,12 +11,12 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
+from onnxforge import pipeline
 from onnxforge.cache import variant_key
-from onnxforge.data_record import DataRecord, read_splits
+from onnxforge.data_record import DataRecord
 from onnxforge.recipe import Recipe
 from onnxforge.records import ModelArtifact, VariantBuild
 from onnxforge.tracking import RunContext
-from onnxforge.variant_build import build_variant
 from tasks.cache import CACHED, verified_key
 
 
@@ -36,9 +36,7 @@ def make_variant(
     recipe: Recipe, name: str, parent: ModelArtifact, data: DataRecord, context: RunContext
 ) -> VariantBuild:
     """Build `name` from `parent`; a tool error is recorded on the build and the run goes on."""
-    settings = dict(recipe.requested_variants())[name]
-    train_features = read_splits(data).x_train  # calibration data for static int8
-    build = build_variant(name, parent, settings, Path(context.work_dir), train_features)
+    build = pipeline.make_variant(recipe, name, parent, data, Path(context.work_dir))
     logger = get_run_logger()
     if build.artifact is None:
         logger.warning("variant %s build_failed, the run goes on: %s", name, build.reason)

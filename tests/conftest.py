@@ -67,3 +67,13 @@ def digits_recipe():
     from onnxforge.recipe import load_recipe
 
     return load_recipe(DEFAULT_RECIPE)
+
+
+def data_of(recipe):
+    """The recipe's splits as a pipeline run makes them (one .npz with its sha256, in a folder of
+    its own): every core stage reads its samples from such a record, never from the recipe."""
+    import tempfile
+
+    from onnxforge.pipeline import prepare_data
+
+    return prepare_data(recipe, Path(tempfile.mkdtemp(prefix="onnxforge-test-data-")))

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxforge.dispatch import ship_request
+from onnxforge.dispatch import RoundFiles, ship_request
 from onnxforge.inputs import save
+from onnxforge.onnx_files import describe_onnx
 from onnxforge.recipe import load_recipe
-from onnxforge.records import describe_onnx
 from onnxforge.tracking import client, ensure_experiment
 from tasks.dispatch import dispatch
 
@@ -69,10 +69,10 @@ def main(args: dict) -> None:
     mlflow_client = client(args["tracking_uri"])
     experiment = ensure_experiment(args["tracking_uri"], "dispatch-tests")
     run_id = mlflow_client.create_run(experiment).info.run_id
+    files = RoundFiles(artifacts, [], features)
     request = ship_request(
-        recipe, "CPUExecutionProvider", args["pool"], artifacts, [], features, None, None,
-        mlflow_client, run_id,
-    )  # fmt: skip
+        recipe, "CPUExecutionProvider", args["pool"], files, mlflow_client, run_id
+    )
     if args.get("tamper"):
         stored = next(Path(args["artifacts_root"]).rglob(f"{run_id}/**/fp32/model.onnx"))
         stored.write_bytes(stored.read_bytes() + b"\0")

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-ARCHITECTURE = "hf_sequence_classifier"
+from onnxforge.adapters.architectures import HF_SEQUENCE_CLASSIFIER as ARCHITECTURE
+
 _MISSING = (
     "model.architecture: hf_sequence_classifier needs the `transformers` extra "
     "(pip install 'onnxforge[transformers]')"

@@ -13,9 +13,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from onnxforge.datasets import Splits
+    from onnxforge.inputs import Features
+    from onnxforge.recipe import ExportSpec, ModelSpec, Recipe, TrainSpec
 
 PREDICT_BATCH = 256
 
@@ -51,6 +56,10 @@ class KerasAdapter:
 
     name = "keras"
     checkpoint_suffix = ".weights.h5"  # Keras 3 insists on this suffix for weights files
+    baseline_name = (
+        "keras-tf-function"  # the model called in a tf.function (graph mode, like predict)
+    )
+    keeps_file_shapes = False
 
     def seed(self, seed: int) -> None:
         """Seed Python, NumPy and TensorFlow."""
@@ -59,10 +68,17 @@ class KerasAdapter:
 
         keras.utils.set_random_seed(seed)
 
-    def check_source(self, model_spec: Any) -> None:
+    def check_source(self, model_spec: ModelSpec) -> None:
         """Named architectures need no check; a .keras file is checked when it is loaded."""
 
-    def build(self, model_spec: Any, sample_shape: tuple[int, ...], num_classes: int) -> Any:
+    def check_recipe(self, recipe: Recipe) -> None:
+        """Every recipe section a Keras model can serve is checked by the schema."""
+
+    def declared_opset(self, model_spec: ModelSpec) -> int | None:
+        """Exported by the recipe's export.opset (a brought .keras file too)."""
+        return None
+
+    def build(self, model_spec: ModelSpec, sample_shape: tuple[int, ...], num_classes: int) -> Any:
         """A fresh model of the recipe's architecture."""
         _tf()
         if model_spec.file is not None:  # bring your own .keras file or SavedModel folder
@@ -78,7 +94,13 @@ class KerasAdapter:
             tuple(sample_shape), num_classes, **model_spec.kwargs
         )
 
-    def fit(self, model: Any, splits: Any, train_spec: Any, on_epoch: Callable[..., None]) -> None:
+    def fit(
+        self,
+        model: Any,
+        splits: Splits,
+        train_spec: TrainSpec,
+        on_epoch: Callable[[int, dict[str, float]], None],
+    ) -> None:
         """Adam + sparse cross-entropy on logits; reports loss and accuracy per epoch."""
         tf = _tf()
         import keras
@@ -111,7 +133,7 @@ class KerasAdapter:
             callbacks=[report],
         )
 
-    def predict(self, model: Any, features: Any) -> list[np.ndarray]:
+    def predict(self, model: Any, features: Features) -> list[np.ndarray]:
         """Every output, in inference mode."""
         _tf()
         outputs = model.predict(features, batch_size=PREDICT_BATCH, verbose=0)
@@ -129,7 +151,7 @@ class KerasAdapter:
         """Load weights into `model`; a layer or shape mismatch raises."""
         model.load_weights(str(path))
 
-    def export(self, model: Any, example: Any, export_spec: Any, out_path: Path) -> str:
+    def export(self, model: Any, example: Features, export_spec: ExportSpec, out_path: Path) -> str:
         """tf2onnx.convert.from_function over a tf.function with the declared dynamic axes.
 
         Named inputs (a dict) become one signature entry each, passed to the model as a dict.
@@ -176,7 +198,7 @@ class KerasAdapter:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
 
-    def latency_callable(self, model: Any, batch: np.ndarray) -> Callable[[], Any]:
+    def latency_callable(self, model: Any, batch: Features) -> Callable[[], object]:
         """One graph-mode forward pass (what Keras's predict runs)."""
         tf = _tf()
         tensor = (

@@ -14,9 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from onnxforge.datasets import Splits
+    from onnxforge.inputs import Features
+    from onnxforge.recipe import ExportSpec, ModelSpec, Recipe, TrainSpec
 
 
 def check_onnx_file(path: Path) -> None:
@@ -72,7 +77,7 @@ def batch_dynamic_refusal(path: Path) -> str | None:
     return f"cannot make the fixed batch of {batch} dynamic: {reason}; set it to false"
 
 
-def batch_problem(recipe: Any) -> str | None:
+def batch_problem(recipe: Recipe) -> str | None:
     """'field: why' when the recipe asks what the file's fixed batch cannot give: a rewrite the
     graph does not allow, or an objective at a batch size the file does not accept."""
     from onnxforge.batching import file_batch
@@ -113,27 +118,47 @@ class OnnxAdapter:
 
     name = "onnx"
     checkpoint_suffix = ".onnx"
+    baseline_name = "onnx-original"  # the file as brought, unrewritten, on ORT's CPU provider
     threads: int | None = None
     keeps_file_shapes = True  # a fixed dimension stays fixed: the export does not declare axes
 
     def seed(self, seed: int) -> None:
         """Nothing to seed: the model is fixed."""
 
-    def check_source(self, model_spec: Any) -> None:
+    def check_source(self, model_spec: ModelSpec) -> None:
         """The file must parse, pass the checker, and keep its external data inside its folder."""
         check_onnx_file(Path(model_spec.file))
 
-    def build(self, model_spec: Any, sample_shape: tuple[int, ...], num_classes: int) -> OnnxSource:
+    def check_recipe(self, recipe: Recipe) -> None:
+        """The file's fixed batch (model zoos often fix it) gives what the recipe asks: a
+        rewrite the graph allows, an objective at the batch size the file accepts."""
+        problem = batch_problem(recipe)
+        if problem is not None:
+            raise ValueError(problem)
+
+    def declared_opset(self, model_spec: ModelSpec) -> int | None:
+        """The opset the file declares: it is not exported at the recipe's export.opset."""
+        return None if model_spec.file is None else file_opset(Path(model_spec.file))
+
+    def build(
+        self, model_spec: ModelSpec, sample_shape: tuple[int, ...], num_classes: int
+    ) -> OnnxSource:
         """The user's file, as it is."""
         source = OnnxSource(str(model_spec.file))
         source.threads = self.threads
         return source
 
-    def fit(self, model: Any, splits: Any, train_spec: Any, on_epoch: Callable[..., None]) -> None:
+    def fit(
+        self,
+        model: Any,
+        splits: Splits,
+        train_spec: TrainSpec,
+        on_epoch: Callable[[int, dict[str, float]], None],
+    ) -> None:
         """Never called: the recipe schema requires train.enabled: false for ONNX files."""
         raise NotImplementedError("an ONNX file cannot be trained; set train.enabled: false")
 
-    def predict(self, model: OnnxSource, features: Any) -> list[np.ndarray]:
+    def predict(self, model: OnnxSource, features: Features) -> list[np.ndarray]:
         """Every output of the user's file on ONNX Runtime's CPU provider."""
         from onnxforge.batching import run_accepted
 
@@ -149,7 +174,7 @@ class OnnxAdapter:
         """Nothing to load: the reference stays the user's original file."""
 
     def export(
-        self, model: OnnxSource, example: np.ndarray, export_spec: Any, out_path: Path
+        self, model: OnnxSource, example: Features, export_spec: ExportSpec, out_path: Path
     ) -> str:
         """The user's file becomes the fp32 variant, external data folded in; with
         export.make_batch_dynamic its fixed batch becomes symbolic, checked against the original
@@ -176,7 +201,7 @@ class OnnxAdapter:
         """Intra-op threads of the reference session."""
         self.threads = threads
 
-    def latency_callable(self, model: OnnxSource, batch: np.ndarray) -> Callable[[], Any]:
+    def latency_callable(self, model: OnnxSource, batch: Features) -> Callable[[], object]:
         """The user's file on ONNX Runtime's CPU provider."""
         from onnxforge.batching import refused_batch
         from onnxforge.inputs import count, named

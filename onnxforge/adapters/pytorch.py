@@ -5,11 +5,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from onnxforge.inputs import Features, take
+
+if TYPE_CHECKING:
+    from onnxforge.datasets import Splits
+    from onnxforge.recipe import ExportSpec, ModelSpec, Recipe, TrainSpec
 
 
 def import_object(path: str) -> Any:
@@ -49,6 +53,8 @@ class PyTorchAdapter:
 
     name = "pytorch"
     checkpoint_suffix = ".pt"
+    baseline_name = "pytorch-eager"  # the module's forward, eager, under torch.inference_mode
+    keeps_file_shapes = False
 
     def seed(self, seed: int) -> None:
         """Seed torch's generators (Python's and NumPy's are seeded by the caller)."""
@@ -56,7 +62,7 @@ class PyTorchAdapter:
 
         torch.manual_seed(seed)
 
-    def build(self, model_spec: Any, sample_shape: tuple[int, ...], num_classes: int) -> Any:
+    def build(self, model_spec: ModelSpec, sample_shape: tuple[int, ...], num_classes: int) -> Any:
         """A fresh model of the recipe's architecture, in eval mode."""
         from onnxforge.adapters.torch_models import ARCHITECTURES
 
@@ -66,29 +72,27 @@ class PyTorchAdapter:
         # Bring your own: `package.module:ClassOrFactory`, called with the recipe's kwargs.
         return import_object(model_spec.architecture)(**model_spec.kwargs).eval()
 
-    def check_source(self, model_spec: Any) -> None:
-        """An import-path architecture must resolve to something callable; a `transformers`
-        one needs the extra and a config or a local safetensors folder."""
-        from onnxforge.adapters.hf_models import ARCHITECTURE, check_kwargs
+    def check_source(self, model_spec: ModelSpec) -> None:
+        """The architecture's own check: an import path must resolve to something callable; a
+        `transformers` one needs the extra and a config or a local safetensors folder."""
+        from onnxforge.adapters import architecture_of
 
-        if model_spec.architecture == ARCHITECTURE:
-            check_kwargs(model_spec.kwargs)
-            return
-        if ":" not in model_spec.architecture:
-            return
-        try:
-            target = import_object(model_spec.architecture)
-        except ValueError as error:
-            raise ValueError(f"model.architecture: {error}") from None
-        except (ImportError, AttributeError) as error:
-            raise ValueError(
-                f"model.architecture: cannot import {model_spec.architecture!r}: "
-                f"{type(error).__name__}: {error}"
-            ) from None
-        if not callable(target):
-            raise ValueError(f"model.architecture: {model_spec.architecture!r} is not callable")
+        architecture_of(model_spec).check_source(model_spec)
 
-    def fit(self, model: Any, splits: Any, train_spec: Any, on_epoch: Callable[..., None]) -> None:
+    def check_recipe(self, recipe: Recipe) -> None:
+        """Every recipe section a PyTorch module can serve is checked by the schema."""
+
+    def declared_opset(self, model_spec: ModelSpec) -> int | None:
+        """Exported by the recipe's export.opset."""
+        return None
+
+    def fit(
+        self,
+        model: Any,
+        splits: Splits,
+        train_spec: TrainSpec,
+        on_epoch: Callable[[int, dict[str, float]], None],
+    ) -> None:
         """Adam on the first output, seeded shuffles: cross-entropy with loss and accuracy per
         epoch for class ids, mean squared error with loss and RMSE for regression targets."""
         import torch
@@ -141,7 +145,7 @@ class PyTorchAdapter:
         model.load_state_dict(state, strict=True)
         model.eval()
 
-    def export(self, model: Any, example: Features, export_spec: Any, out_path: Path) -> str:
+    def export(self, model: Any, example: Features, export_spec: ExportSpec, out_path: Path) -> str:
         """torch.onnx.export with the preferred exporter, falling back to the other one."""
         import torch
 
@@ -159,7 +163,7 @@ class PyTorchAdapter:
 
     @staticmethod
     def _export_with(
-        exporter: str, model: Any, example: Features, spec: Any, out_path: Path
+        exporter: str, model: Any, example: Features, spec: ExportSpec, out_path: Path
     ) -> None:
         import torch
 
@@ -203,7 +207,7 @@ class PyTorchAdapter:
         if threads:
             torch.set_num_threads(threads)
 
-    def latency_callable(self, model: Any, batch: Features) -> Callable[[], Any]:
+    def latency_callable(self, model: Any, batch: Features) -> Callable[[], object]:
         """One eager forward pass under inference mode."""
         import torch
 
@@ -217,7 +221,7 @@ class PyTorchAdapter:
 
 
 def _epoch_metrics(
-    loss: float, correct: int, val_outputs: np.ndarray, splits: Any
+    loss: float, correct: int, val_outputs: np.ndarray, splits: Splits
 ) -> dict[str, float]:
     """loss and accuracy / val_accuracy for class ids; loss, rmse and val_rmse for regression."""
     if splits.task == "regression":

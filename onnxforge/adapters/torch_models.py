@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -54,6 +55,17 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+@dataclass(frozen=True)
+class TokenTransformerSizes:
+    """A TokenTransformer's sizes: the recipe's kwargs (all optional)."""
+
+    vocab_size: int = 64
+    d_model: int = 64
+    heads: int = 4
+    layers: int = 2
+    ff: int = 128
+
+
 class TokenTransformer(nn.Module):
     """Token ids -> embedding + learned positions -> TransformerEncoder -> mean pool -> classes."""
 
@@ -61,29 +73,35 @@ class TokenTransformer(nn.Module):
         self,
         sample_shape: tuple[int, ...],
         num_classes: int,
-        vocab_size: int = 64,
-        d_model: int = 64,
-        heads: int = 4,
-        layers: int = 2,
-        ff: int = 128,
+        sizes: TokenTransformerSizes | None = None,
     ) -> None:
         super().__init__()
+        sizes = sizes or TokenTransformerSizes()
         (max_len,) = sample_shape
-        self.embed = nn.Embedding(vocab_size, d_model)
-        self.position = nn.Parameter(torch.randn(1, max_len, d_model) * 0.02)
-        layer = nn.TransformerEncoderLayer(d_model, heads, ff, dropout=0.0, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.head = nn.Linear(d_model, num_classes)
+        self.embed = nn.Embedding(sizes.vocab_size, sizes.d_model)
+        self.position = nn.Parameter(torch.randn(1, max_len, sizes.d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            sizes.d_model, sizes.heads, sizes.ff, dropout=0.0, batch_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, sizes.layers, enable_nested_tensor=False)
+        self.head = nn.Linear(sizes.d_model, num_classes)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         hidden = self.embed(tokens) + self.position[:, : tokens.shape[1]]
         return self.head(self.encoder(hidden).mean(dim=1))
 
 
+def token_transformer(
+    sample_shape: tuple[int, ...], num_classes: int, **sizes: int
+) -> TokenTransformer:
+    """The recipe's TokenTransformer: kwargs vocab_size, d_model, heads, layers, ff."""
+    return TokenTransformer(sample_shape, num_classes, TokenTransformerSizes(**sizes))
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": SmallCNN,
     "mlp": MLP,
-    "token_transformer": TokenTransformer,
+    "token_transformer": token_transformer,
     # imports `transformers` only when built (the optional extra)
     ARCHITECTURE: hf_sequence_classifier,
 }

@@ -27,7 +27,7 @@ def make_simplified(
     from onnxforge.batching import file_batch
     from onnxforge.chatter import prints_to_debug
     from onnxforge.inputs import named, tile
-    from onnxforge.records import onnx_size_bytes
+    from onnxforge.onnx_files import onnx_size_bytes
     from onnxforge.variants.quantization import graph_input_names
 
     size = onnx_size_bytes(parent)  # external data included: onnxsim holds it all in one protobuf

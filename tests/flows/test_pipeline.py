@@ -26,7 +26,7 @@ IMPOSSIBLE = {
 def _registered_sha256(uri: str) -> str:
     import mlflow
 
-    from onnxforge.records import sha256_of
+    from onnxforge.onnx_files import sha256_of
 
     with tempfile.TemporaryDirectory() as folder:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)

@@ -166,7 +166,8 @@ def test_a_stored_result_whose_file_changed_is_rebuilt_not_reused(
 
     from prefect import flow, task
 
-    from onnxforge.records import ModelArtifact, sha256_of
+    from onnxforge.onnx_files import sha256_of
+    from onnxforge.records import ModelArtifact
     from tasks.cache import CACHED, verified_key
 
     key = f"test-{uuid.uuid4().hex}"

@@ -13,7 +13,7 @@ import pytest
 
 from onnxforge.errors import RecipeError
 from tests.conftest import DEFAULT_RECIPE, REPO
-from tests.unit.test_bad_input import write_recipe
+from tests.recipe_files import write_recipe
 
 pytestmark = pytest.mark.slow
 

@@ -166,10 +166,10 @@ def test_external_data_travels_beside_its_model_and_is_checked_too(
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from onnxforge.dispatch import fetch_verified, ship_request
+    from onnxforge.dispatch import RoundFiles, fetch_verified, ship_request
     from onnxforge.errors import IntegrityError
     from onnxforge.inputs import save
-    from onnxforge.records import describe_onnx
+    from onnxforge.onnx_files import describe_onnx
     from onnxforge.tracking import client, ensure_experiment, state_dir
 
     weights = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
@@ -195,10 +195,8 @@ def test_external_data_travels_beside_its_model_and_is_checked_too(
     mlflow_client = client(mlflow_store)
     run_id = mlflow_client.create_run(ensure_experiment(mlflow_store, "t")).info.run_id
     recipe = load_recipe(DEFAULT_RECIPE, CPU_ONLY)
-    request = ship_request(
-        recipe, "CPUExecutionProvider", "p", [artifact], [], features, None, None,
-        mlflow_client, run_id,
-    )  # fmt: skip
+    files = RoundFiles([artifact], [], features)
+    request = ship_request(recipe, "CPUExecutionProvider", "p", files, mlflow_client, run_id)
     assert list(request.external_data["fp32"]) == ["data/weights.bin"]
     shipped = ShippedFile(uri=request.artifacts[0].path, sha256=artifact.sha256)
     companions = request.external_data["fp32"]

@@ -62,3 +62,81 @@ def test_importing_the_core_has_no_side_effects(tmp_path) -> None:
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
     assert list(tmp_path.iterdir()) == []
+
+
+# Framework knowledge lives in onnxforge/adapters/: everywhere else asks an adapter.
+FRAMEWORK_NAMES = {"pytorch", "keras", "onnx", "tensorflow"}
+
+
+def _registered_names() -> set[str]:
+    """Every framework and architecture the adapters register (a new one is covered here)."""
+    from onnxforge.adapters import ADAPTERS
+
+    return (
+        FRAMEWORK_NAMES
+        | set(ADAPTERS)
+        | {a for info in ADAPTERS.values() for a in info.architectures}
+    )
+
+
+def _named_strings(node: ast.AST, names: set[str]) -> list[str]:
+    """The registered names `node` is (a string) or holds (a tuple, list or set of strings)."""
+    items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+    return [
+        item.value
+        for item in items
+        if isinstance(item, ast.Constant) and isinstance(item.value, str) and item.value in names
+    ]
+
+
+def _branches_on_names(tree: ast.AST, names: set[str]) -> list[str]:
+    """'line: name' wherever code compares with, matches on, or keys a mapping on a name."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+        elif isinstance(node, ast.Dict):
+            operands = [key for key in node.keys if key is not None]
+        elif isinstance(node, ast.Subscript):
+            operands = [node.slice]
+        elif isinstance(node, ast.MatchValue):
+            operands = [node.value]
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dict":
+            operands = [ast.Constant(k.arg) for k in node.keywords if k.arg]
+        else:
+            continue
+        found += [f"{node.lineno}: {name}" for op in operands for name in _named_strings(op, names)]
+    return found
+
+
+def _modules_outside_adapters() -> list:
+    adapters = REPO / "onnxforge" / "adapters"
+    paths = [*(REPO / "tasks").rglob("*.py"), *(REPO / "flows").rglob("*.py")]
+    paths += [p for p in (REPO / "onnxforge").rglob("*.py") if not p.is_relative_to(adapters)]
+    return sorted(paths)
+
+
+def test_no_module_outside_the_adapters_branches_on_a_framework_or_architecture() -> None:
+    """Stages ask the adapter (baseline name, fit checks, weight files, regression); a new
+    framework or architecture is one change in onnxforge/adapters/, not a hunt through stages."""
+    names = _registered_names()
+    offenders = {
+        str(path.relative_to(REPO)): hits
+        for path in _modules_outside_adapters()
+        if (hits := _branches_on_names(ast.parse(path.read_text()), names))
+    }
+    assert not offenders
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "if spec.framework == 'onnx': pass",
+        "ok = spec.architecture in ('mlp', 'other')",
+        "NAMES = {'keras': 'keras-tf-function'}",
+        "name = NAMES['pytorch']",
+        "match spec.architecture:\n    case 'hf_sequence_classifier': pass",
+    ],
+)
+def test_the_layer_check_sees_each_way_of_branching_on_a_name(code: str) -> None:
+    assert _branches_on_names(ast.parse(code), _registered_names())

@@ -10,12 +10,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxforge.batching import run_accepted
 from onnxforge.datasets import Splits, load_splits
 from onnxforge.errors import RecipeError
-from onnxforge.parity import check_variant, compare_outputs
+from onnxforge.onnx_files import describe_onnx
+from onnxforge.parity import ParityBar, check_variant, compare_outputs
 from onnxforge.recipe import Recipe, load_recipe
-from onnxforge.records import describe_onnx
-from onnxforge.runtime import make_session, run_batched
+from onnxforge.runtime import make_session
 from onnxforge.scoring import agreement, top1
 from onnxforge.training import _accuracy
 from onnxforge.variants import VARIANTS, Tolerance
@@ -61,7 +62,7 @@ def real_reference(tmp_path: Path, splits: Splits) -> list[np.ndarray]:
     """Outputs that depend on the input: a random linear model, run on ORT."""
     weight = np.random.default_rng(0).normal(size=(64, 10))
     path = linear_model(tmp_path / "reference.onnx", weight, np.zeros(10))
-    return run_batched(make_session(str(path), "CPUExecutionProvider"), splits.x_test)
+    return run_accepted(make_session(str(path), "CPUExecutionProvider"), splits.x_test)
 
 
 @pytest.mark.parametrize("bias", [np.full(10, 0.1), np.eye(10)[3]], ids=["uniform", "class3"])
@@ -81,10 +82,12 @@ def test_a_constant_source_and_variant_never_agree() -> None:
     """A random network that says 0.1 for every class used to be 100% top-1 agreement."""
     uniform = np.full((50, 10), 0.1, np.float32)
     labels = np.arange(50) % 10
-    result = compare_outputs("fp32", [uniform], [uniform.copy()], labels, LOOSE, 0.01)
+    result = compare_outputs("fp32", [uniform], [uniform.copy()], labels, ParityBar(LOOSE, 0.01))
     assert result.top1_agreement == 0.0 and result.accuracy == 0.0
     assert {"degenerate_output"} <= {f.kind for f in result.failures}
-    single = compare_outputs("fp32", [uniform[:1]], [uniform[:1].copy()], None, LOOSE, 0.01)
+    single = compare_outputs(
+        "fp32", [uniform[:1]], [uniform[:1].copy()], None, ParityBar(LOOSE, 0.01)
+    )
     assert "degenerate_output" not in {f.kind for f in single.failures}, "needs >= 2 samples"
 
 
@@ -98,7 +101,9 @@ def test_ties_are_neither_agreement_nor_accuracy() -> None:
     assert _accuracy(scores, np.array([0, 1, 0, 0])) == 0.25
     tied_variant = np.array([[1.0, 0.5, 0.0], [0.0, 2.0, 2.0]])
     reference = np.array([[1.0, 0.5, 0.0], [0.0, 2.0, 1.0]])
-    result = compare_outputs("int8-static", [reference], [tied_variant], None, LOOSE, 0.01)
+    result = compare_outputs(
+        "int8-static", [reference], [tied_variant], None, ParityBar(LOOSE, 0.01)
+    )
     assert result.top1_agreement == 0.5
 
 
@@ -116,12 +121,14 @@ def test_an_all_zero_output_on_probabilities_fails_and_passed_the_old_bounds(
     probabilities = softmax_probabilities(splits.y_test)
     zeros = np.zeros_like(probabilities)
     default = VARIANTS["int8-static"].default_tolerance
-    result = compare_outputs("int8-static", [probabilities], [zeros], splits.y_test, default, 0.01)
+    result = compare_outputs(
+        "int8-static", [probabilities], [zeros], splits.y_test, ParityBar(default, 0.01)
+    )
     kinds = {f.kind for f in result.failures}
     assert {"degenerate_output", "tolerance_exceeded", "top1_below_floor"} <= kinds
     assert any("x spread > atol" in f.message for f in result.failures)
     old = compare_outputs(
-        "int8-static", [probabilities], [zeros], splits.y_test, OLD_INT8_STATIC, 0.01
+        "int8-static", [probabilities], [zeros], splits.y_test, ParityBar(OLD_INT8_STATIC, 0.01)
     )
     assert "tolerance_exceeded" not in {f.kind for f in old.failures}, "the old bounds let it by"
 
@@ -134,7 +141,9 @@ def test_every_default_tolerance_refuses_an_all_zero_output(variant: str, kind: 
     if kind == "logits":
         reference = np.log(reference) - np.log(reference).mean(axis=1, keepdims=True)
     tolerance = VARIANTS[variant].default_tolerance
-    result = compare_outputs(variant, [reference], [np.zeros_like(reference)], None, tolerance, 0)
+    result = compare_outputs(
+        variant, [reference], [np.zeros_like(reference)], None, ParityBar(tolerance, 0)
+    )
     assert "tolerance_exceeded" in {f.kind for f in result.failures}
 
 
@@ -145,15 +154,21 @@ def test_tolerances_are_read_in_spreads_or_absolute() -> None:
     nudged[0, 0] += 0.5
     spread_form = Tolerance(atol=0.1, mean_atol=0.1, min_top1_agreement=0)
     absolute_form = spread_form.model_copy(update={"scale": "absolute"})
-    assert compare_outputs("x", [logits], [nudged], None, spread_form, 0, ["logits"]).passed
-    strict = compare_outputs("x", [logits], [nudged], None, absolute_form, 0, ["logits"])
+    assert compare_outputs(
+        "x", [logits], [nudged], None, ParityBar(spread_form, 0), ["logits"]
+    ).passed
+    strict = compare_outputs("x", [logits], [nudged], None, ParityBar(absolute_form, 0), ["logits"])
     assert [f.message for f in strict.failures] == [
         "logits: max abs error 0.5 > atol 0.1 (absolute)"
     ]
     probabilities = logits / 100  # spread ~0.1: the same error is now five times the atol
-    loose = compare_outputs("x", [probabilities], [probabilities + 0.05], None, absolute_form, 0)
+    loose = compare_outputs(
+        "x", [probabilities], [probabilities + 0.05], None, ParityBar(absolute_form, 0)
+    )
     assert loose.passed
-    failed = compare_outputs("x", [probabilities], [probabilities + 0.05], None, spread_form, 0)
+    failed = compare_outputs(
+        "x", [probabilities], [probabilities + 0.05], None, ParityBar(spread_form, 0)
+    )
     (output,) = failed.per_output
     assert output.spread == pytest.approx(float(probabilities.astype(np.float64).std()))
     assert output.max_spread_err == pytest.approx(0.05 / output.spread, rel=1e-3)
@@ -168,17 +183,19 @@ def test_regression_outputs_get_mae_and_rmse_not_top1(shape: tuple[int, ...]) ->
     labels = rng.normal(size=200) * 3
     reference = (labels + rng.normal(size=200) * 0.5).reshape(shape).astype(np.float32)
     close = reference + np.float32(0.001)
-    result = compare_outputs("fp16", [reference], [close], labels, LOOSE, 0.01)
+    result = compare_outputs("fp16", [reference], [close], labels, ParityBar(LOOSE, 0.01))
     assert result.passed, result.failures
     assert result.top1_agreement is None and result.accuracy is None
     assert result.source_rmse == pytest.approx(0.5, rel=0.15)
     assert result.rmse == pytest.approx(result.source_rmse, rel=0.01) and result.mae > 0
     worse = reference + rng.normal(size=shape).astype(np.float32)
-    failed = compare_outputs("fp16", [reference], [worse], labels, LOOSE, 0.01)
+    failed = compare_outputs("fp16", [reference], [worse], labels, ParityBar(LOOSE, 0.01))
     (failure,) = failed.failures
     assert failure.kind == "accuracy_drop" and failure.message.startswith("RMSE ")
     assert failed.rmse > failed.source_rmse * 1.01
-    class_ids = compare_outputs("fp16", [reference], [close], labels.astype(np.int64), LOOSE, 0)
+    class_ids = compare_outputs(
+        "fp16", [reference], [close], labels.astype(np.int64), ParityBar(LOOSE, 0)
+    )
     assert class_ids.rmse is None and class_ids.top1_agreement is None
 
 

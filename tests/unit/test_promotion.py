@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from onnxforge.promotion import alias_targets, decide, propose
-from onnxforge.records import BenchResult, ChampionRecord, ModelArtifact, ParityResult
+from onnxforge.promotion import Candidate, alias_targets, decide, propose
+from onnxforge.records import (
+    BenchResult,
+    ChampionRecord,
+    ModelArtifact,
+    ParityResult,
+    RunEvidence,
+    TrainResult,
+)
 
+TRAINED = TrainResult(
+    checkpoint="model.pt",
+    checkpoint_sha256="c" * 64,
+    dataset_hash="d" * 64,
+    epochs_run=1,
+    val_accuracy=0.9,
+    test_accuracy=0.9,
+    seconds=1.0,
+)
 CPU = "CPUExecutionProvider"
 
 
@@ -60,39 +76,45 @@ SAME = (1.0, 1.02, 0.99, 1.01, 1.0, 0.98)
 
 
 def test_no_champion_means_promote(digits_recipe) -> None:
-    assert decide(digits_recipe, CPU, artifact(), passed(), [], None, []) == (
+    assert decide(digits_recipe, CPU, Candidate(artifact(), passed()), None, []) == (
         True,
         "no champion yet",
     )
 
 
 def test_a_floor_blocks_even_a_first_champion(digits_recipe) -> None:
-    move, reason = decide(digits_recipe, CPU, artifact(), passed(), ["accuracy 0.1 ..."], None, [])
+    move, reason = decide(
+        digits_recipe, CPU, Candidate(artifact(), passed(), ("accuracy 0.1 ...",)), None, []
+    )
     assert not move and reason.startswith("below a quality floor: accuracy 0.1")
 
 
 def test_faster_with_the_whole_interval_clear_of_the_margin_promotes(digits_recipe) -> None:
     bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SLOW)]
-    move, reason = decide(digits_recipe, CPU, artifact(), passed(), [], champion(), bench)
+    move, reason = decide(digits_recipe, CPU, Candidate(artifact(), passed()), champion(), bench)
     assert move and reason.startswith("faster than champion v3: 2") and "over 6 rounds" in reason
 
 
 def test_a_difference_inside_the_noise_keeps_the_champion(digits_recipe) -> None:
     bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SAME)]
-    move, reason = decide(digits_recipe, CPU, artifact(), passed(), [], champion(), bench)
+    move, reason = decide(digits_recipe, CPU, Candidate(artifact(), passed()), champion(), bench)
     assert not move and reason.startswith("within noise of champion v3")
 
 
 def test_a_noisy_row_decides_nothing(digits_recipe) -> None:
     bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SLOW, noisy=True)]
-    move, reason = decide(digits_recipe, CPU, artifact(), passed(), [], champion(), bench)
+    move, reason = decide(digits_recipe, CPU, Candidate(artifact(), passed()), champion(), bench)
     assert not move and reason.startswith("too noisy to decide")
 
 
 def test_an_accuracy_drop_measured_on_this_split_keeps_the_champion(digits_recipe) -> None:
     bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SLOW)]
     move, reason = decide(
-        digits_recipe, CPU, artifact(), passed(accuracy=0.95), [], champion(accuracy=0.97), bench
+        digits_recipe,
+        CPU,
+        Candidate(artifact(), passed(accuracy=0.95)),
+        champion(accuracy=0.97),
+        bench,
     )
     assert not move and "below champion v3's 0.9700 on this run's test split" in reason
 
@@ -104,25 +126,27 @@ def test_a_regression_on_another_batch_size_keeps_the_champion(digits_recipe) ->
         row("int8-dynamic", "run", SLOW, batch=16),
         row("champion-v3", "champion", FAST, batch=16),
     ]
-    move, reason = decide(digits_recipe, CPU, artifact(), passed(), [], champion(), bench)
+    move, reason = decide(digits_recipe, CPU, Candidate(artifact(), passed()), champion(), bench)
     assert not move and reason.startswith("slower than champion v3 by more than 10%")
     assert "bs16" in reason
 
 
 def test_the_same_file_is_not_a_new_champion(digits_recipe) -> None:
-    move, reason = decide(digits_recipe, CPU, artifact(sha="b" * 64), passed(), [], champion(), [])
+    move, reason = decide(
+        digits_recipe, CPU, Candidate(artifact(sha="b" * 64), passed()), champion(), []
+    )
     assert not move and reason == "identical to champion v3 (same sha256)"
 
 
 def test_a_tampered_champion_is_replaced(digits_recipe) -> None:
     broken = champion(verified=False, tampered=True, path=None, reason="sha256 mismatch")
-    move, reason = decide(digits_recipe, CPU, artifact(), passed(), [], broken, [])
+    move, reason = decide(digits_recipe, CPU, Candidate(artifact(), passed()), broken, [])
     assert move and "failed verification (sha256 mismatch)" in reason
 
 
 def test_a_champion_with_no_sha256_to_check_needs_a_human(digits_recipe) -> None:
     unknown = champion(verified=False, path=None, reason="expected <no sha256 tag>")
-    move, reason = decide(digits_recipe, CPU, artifact(), passed(), [], unknown, [])
+    move, reason = decide(digits_recipe, CPU, Candidate(artifact(), passed()), unknown, [])
     assert not move and reason.endswith("promote by hand")
 
 
@@ -137,7 +161,7 @@ def test_a_noisy_row_never_picks_the_candidate_over_a_calm_one(digits_recipe) ->
 
 def test_a_champion_that_cannot_run_on_this_data_needs_a_human(digits_recipe) -> None:
     other = champion(evaluation=None, reason="it does not run on this run's inputs")
-    move, reason = decide(digits_recipe, CPU, artifact(), passed(), [], other, [])
+    move, reason = decide(digits_recipe, CPU, Candidate(artifact(), passed()), other, [])
     assert not move and reason.endswith("promote by hand")
 
 
@@ -148,7 +172,14 @@ def test_propose_gives_champion_per_provider_aliases_and_challenger(digits_recip
         ("champion-cuda", "CUDAExecutionProvider"),
     ]
     bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SLOW)]
-    decisions = propose(digits_recipe, [artifact()], [passed()], bench, [champion()], {})
+    evidence = RunEvidence(
+        trained=TRAINED,
+        artifacts=(artifact(),),
+        parity=(passed(),),
+        bench=tuple(bench),
+        champions=(champion(),),
+    )
+    decisions = propose(digits_recipe, evidence, {})
     by_alias = {d.alias: d for d in decisions}
     assert by_alias["champion"].move and by_alias["champion-cpu"].move
     assert by_alias["champion"].against == "3"
@@ -169,5 +200,5 @@ def test_a_size_objective_compares_file_sizes(digits_recipe, metric: str) -> Non
             )
         }
     )
-    move, reason = decide(recipe, CPU, artifact(size=100), passed(), [], champion(), [])
+    move, reason = decide(recipe, CPU, Candidate(artifact(size=100), passed()), champion(), [])
     assert move and reason.startswith("smaller than champion v3")

@@ -5,7 +5,10 @@ folders are checked; bad values, data and environments exit 2 with one line nami
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from onnxforge.preflight import load_and_check
 from onnxforge.recipe import load_recipe
 from onnxforge.variants import VARIANTS
 from tests.conftest import DEFAULT_RECIPE, REPO
-from tests.unit.test_bad_input import at, write_recipe
+from tests.recipe_files import at, write_recipe
 
 
 def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
@@ -565,16 +568,64 @@ def test_an_unwritable_home_is_refused_in_one_line(
         f"error: ONNXFORGE_HOME: {a_file / 'state'}: {a_file} is not a folder; point "
         "ONNXFORGE_HOME at a writable folder"
     )
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    monkeypatch.setenv("ONNXFORGE_HOME", str(locked / "state"))
-    if os.geteuid() == 0:
-        pytest.skip("running as root: root may write to a 0o500 folder, so it is not refused")
-    line = refused(capsys, "validate", str(DEFAULT_RECIPE))
+    if os.geteuid() == 0:  # root may write to any folder: ask as an unprivileged user
+        with tempfile.TemporaryDirectory() as shared:
+            folder = Path(shared).resolve()
+            folder.chmod(0o755)  # reachable by that user
+            locked = folder / "locked"
+            locked.mkdir(mode=0o555)
+            recipe = folder / "recipe.yaml"  # the checkout may sit in a 0700 home (/root)
+            shutil.copy(DEFAULT_RECIPE, recipe)
+            recipe.chmod(0o644)
+            line = refused_unprivileged(locked / "state", "validate", str(recipe))
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        monkeypatch.setenv("ONNXFORGE_HOME", str(locked / "state"))
+        line = refused(capsys, "validate", str(DEFAULT_RECIPE))
     assert line == (
         f"error: ONNXFORGE_HOME: {locked / 'state'} is not writable by this user ({locked} is "
         "read-only); point ONNXFORGE_HOME at a writable folder"
     )
+
+
+# Imports everything `validate` loads before the home check while still root (the venv may be
+# unreadable to `nobody`), then drops to `nobody` for good and runs the CLI.
+UNPRIVILEGED = textwrap.dedent("""
+    import os, pwd, sys
+
+    import flows.cli, onnxforge.chatter, onnxforge.errors, onnxforge.overrides
+    import onnxforge.preflight
+
+    try:
+        user = pwd.getpwnam("nobody")
+        uid, gid = user.pw_uid, user.pw_gid
+    except KeyError:
+        uid = gid = 65534
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    assert os.getuid() == os.geteuid() == uid != 0
+    sys.exit(flows.cli.main(sys.argv[1:]))
+""")
+
+
+def refused_unprivileged(home: Path, *argv: str) -> str:
+    """As root: run the CLI as `nobody` with ONNXFORGE_HOME=`home`; it must exit 2 with exactly
+    one line on stderr, which is returned."""
+    environment = {**os.environ, "ONNXFORGE_HOME": str(home)}
+    result = subprocess.run(
+        [sys.executable, "-c", UNPRIVILEGED, *argv],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
 
 
 # --- the preflight runs once per process -------------------------------------------------------

@@ -13,13 +13,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxforge.records import (
-    ModelArtifact,
-    VariantBuild,
-    built_artifacts,
-    describe_onnx,
-    parent_for,
-)
+from onnxforge.onnx_files import describe_onnx
+from onnxforge.pipeline import built_artifacts, parent_for
+from onnxforge.records import ModelArtifact, VariantBuild
 from onnxforge.variant_build import build_variant
 from onnxforge.variants import VARIANTS, Made, VariantSpec
 from onnxforge.variants.int8_dynamic import DynamicSettings

@@ -70,7 +70,8 @@ def test_cache_keys_follow_what_each_stage_reads() -> None:
 
 
 def test_a_result_whose_file_changed_is_not_intact(tmp_path: Path) -> None:
-    from onnxforge.records import ModelArtifact, sha256_of
+    from onnxforge.onnx_files import sha256_of
+    from onnxforge.records import ModelArtifact
 
     path = tmp_path / "m.onnx"
     path.write_bytes(b"model")

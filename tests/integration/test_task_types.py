@@ -14,11 +14,11 @@ import yaml
 from onnxforge.datasets import load_splits
 from onnxforge.errors import RecipeError
 from onnxforge.floors import floor_failures
-from onnxforge.parity import compare_outputs
+from onnxforge.parity import ParityBar, compare_outputs
 from onnxforge.preflight import load_and_check
 from onnxforge.recipe import RegisterSpec, load_recipe
 from onnxforge.variants import VARIANTS
-from tests.conftest import DEFAULT_RECIPE
+from tests.conftest import DEFAULT_RECIPE, data_of
 
 BASE = yaml.safe_load(DEFAULT_RECIPE.read_text())
 MLP = {"framework": "pytorch", "architecture": "mlp", "kwargs": {"hidden": 16, "layers": 1}}
@@ -243,8 +243,7 @@ def _parity(reference: np.ndarray, output: np.ndarray, labels: np.ndarray | None
         [reference],
         [output],
         labels,
-        VARIANTS["int8-dynamic"].default_tolerance,
-        0.05,
+        ParityBar(VARIANTS["int8-dynamic"].default_tolerance, 0.05),
     )
 
 
@@ -293,7 +292,8 @@ def test_an_mlp_trains_on_a_regression_target_with_mse(tmp_path: Path) -> None:
         train={"epochs": 30, "batch_size": 32, "learning_rate": 0.01, "seed": 0},
     )
     epochs: list[dict[str, float]] = []
-    result = train_model(load_recipe(path), tmp_path, lambda _, m: epochs.append(m))
+    recipe = load_recipe(path)
+    result = train_model(recipe, tmp_path, lambda _, m: epochs.append(m), data_of(recipe))
     assert set(epochs[-1]) == {"loss", "rmse", "val_rmse"}
     assert result.test_accuracy is None and result.val_accuracy is None
     spread = float(np.std(y))  # about 2.5: the RMSE of predicting the mean

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -10,37 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from onnxforge.errors import RecipeError
 from onnxforge.preflight import load_and_check
-from tests.conftest import DEFAULT_RECIPE, REPO
-
-BASE = yaml.safe_load(DEFAULT_RECIPE.read_text())
-
-
-def write_recipe(folder: Path, change: dict[str, Any]) -> Path:
-    """The default recipe with `change` merged in (dotted keys; None deletes), written to `folder`."""
-    data = copy.deepcopy(BASE)
-    for dotted, value in change.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        if value is None:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
-    path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def at(path: Path, needle: str) -> str:
-    """'file:line' of the first line of `path` that contains `needle`: where errors point."""
-    lines = path.read_text().splitlines()
-    return f"{path}:{next(n for n, line in enumerate(lines, 1) if needle in line)}"
-
+from tests.conftest import REPO
+from tests.recipe_files import at, write_recipe
 
 CASES = [
     (

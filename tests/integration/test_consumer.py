@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxforge.records import sha256_of
+from onnxforge.onnx_files import sha256_of
 from tests.servers import MlflowServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -146,7 +146,7 @@ def test_pull_by_alias_version_and_provider(
     import onnxruntime as ort
 
     from flows.cli import main
-    from onnxforge.aliases import move_alias
+    from onnxforge.aliases import MoveNote, move_alias
     from onnxforge.consumer import pull
     from onnxforge.tracking import client
 
@@ -154,8 +154,8 @@ def test_pull_by_alias_version_and_provider(
     first = _register(server.uri, name, 1, tmp_path)
     second = _register(server.uri, name, 2, tmp_path)
     mlflow_client = client(server.uri)
-    move_alias(mlflow_client, name, "champion", second, "test", "tester")
-    move_alias(mlflow_client, name, "champion-cpu", first, "test", "tester")
+    move_alias(mlflow_client, name, "champion", second, MoveNote("test", "tester"))
+    move_alias(mlflow_client, name, "champion-cpu", first, MoveNote("test", "tester"))
 
     manifest = pull(server.uri, f"{name}@champion", tmp_path / "a" / "model", None)
     folder = tmp_path / "a" / "model"
@@ -231,14 +231,14 @@ def test_cli_usage_errors_are_one_line_exit_2(
 @pytest.fixture(scope="module")
 def tampered(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """v1 intact, v2 champion with one weight sign flipped in the server's artifact store."""
-    from onnxforge.aliases import move_alias
+    from onnxforge.aliases import MoveNote, move_alias
     from onnxforge.tracking import client
 
     tmp = tmp_path_factory.mktemp("tampered")
     name = _unique("tampered")
     good = _register(mlflow_server.uri, name, 11, tmp)
     bad = _register(mlflow_server.uri, name, 12, tmp)
-    move_alias(client(mlflow_server.uri), name, "champion", bad, "test", "tester")
+    move_alias(client(mlflow_server.uri), name, "champion", bad, MoveNote("test", "tester"))
     _flip_one_weight_sign(mlflow_server, name, bad, 12)
     return {"name": name, "good": good, "bad": bad}
 
@@ -375,7 +375,13 @@ def test_promote_refuses_missing_and_incomplete_versions(
 
 
 def test_history_stays_under_the_tag_limit(server: MlflowServer, tmp_path: Path) -> None:
-    from onnxforge.aliases import HISTORY_TAG_LIMIT, HISTORY_TAG_PREFIX, alias_history, move_alias
+    from onnxforge.aliases import (
+        HISTORY_TAG_LIMIT,
+        HISTORY_TAG_PREFIX,
+        MoveNote,
+        alias_history,
+        move_alias,
+    )
     from onnxforge.tracking import client
 
     name = _unique("history")
@@ -385,9 +391,8 @@ def test_history_stays_under_the_tag_limit(server: MlflowServer, tmp_path: Path)
     ]
     mlflow_client = client(server.uri)
     for step in range(14):
-        move_alias(
-            mlflow_client, name, "challenger", versions[step % 2], f"{step} " + "x" * 900, "me"
-        )
+        note = MoveNote(f"{step} " + "x" * 900, "me")
+        move_alias(mlflow_client, name, "challenger", versions[step % 2], note)
     stored = mlflow_client.get_registered_model(name).tags[HISTORY_TAG_PREFIX + "challenger"]
     assert len(stored) <= HISTORY_TAG_LIMIT
     events = alias_history(mlflow_client, name, "challenger")
@@ -399,7 +404,7 @@ def test_pull_from_the_embedded_sqlite_store(mlflow_store: str, tmp_path: Path) 
     """The default store (`make run`, no server): file artifacts, the same checks."""
     import mlflow
 
-    from onnxforge.aliases import current_version, move_alias
+    from onnxforge.aliases import MoveNote, current_version, move_alias
     from onnxforge.consumer import pull
     from onnxforge.errors import IntegrityError
     from onnxforge.tracking import client
@@ -409,7 +414,7 @@ def test_pull_from_the_embedded_sqlite_store(mlflow_store: str, tmp_path: Path) 
         version = _register(mlflow_store, name, 61, tmp_path)
         mlflow_client = client(mlflow_store)
         assert current_version(mlflow_client, name, "champion") is None
-        move_alias(mlflow_client, name, "champion", version, "first", "tester")
+        move_alias(mlflow_client, name, "champion", version, MoveNote("first", "tester"))
         manifest = pull(mlflow_store, name, tmp_path / "out", None)
         assert sha256_of(tmp_path / "out" / "model.onnx") == manifest["sha256"]
         mlflow_client.set_model_version_tag(name, version, "sha256", "0" * 64)

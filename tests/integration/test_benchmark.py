@@ -11,11 +11,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxforge.benchmark import Contender, _onnx_load, bench_provider, measure_interleaved
+from onnxforge.benchmark import Contender, bench_provider, measure_interleaved, onnx_load
 from onnxforge.recipe import BenchmarkSpec, load_recipe
 from onnxforge.records import BenchResult, ChampionRecord
 from onnxforge.rounds import compare, ratio_interval, summarize, with_speedups
-from tests.conftest import DEFAULT_RECIPE
+from tests.conftest import DEFAULT_RECIPE, data_of
 
 SPEC = BenchmarkSpec(warmup=2, rounds=4, iterations=10, batch_sizes=[1, 4], intra_op_threads=1)
 
@@ -46,7 +46,7 @@ def features(tmp_path: Path) -> Path:
 
 
 def _contender(name: str, path: Path, features: Path, spec: BenchmarkSpec = SPEC) -> Contender:
-    return Contender(name, "run", _onnx_load(str(path), "CPUExecutionProvider", spec, features))
+    return Contender(name, "run", onnx_load(str(path), "CPUExecutionProvider", spec, features))
 
 
 def test_rounds_interleave_contenders_and_rows_have_sane_relations(
@@ -272,6 +272,7 @@ def test_framework_baseline_joins_the_rounds_and_gives_interval_speedups(
 ) -> None:
     from onnxforge.benchmark import benchmark_inputs
     from onnxforge.export import export_model
+    from onnxforge.records import BenchContenders
     from onnxforge.training import train_model
 
     quick = {
@@ -282,9 +283,10 @@ def test_framework_baseline_joins_the_rounds_and_gives_interval_speedups(
         "benchmark.batch_sizes": "[1]",
     }
     recipe = load_recipe(DEFAULT_RECIPE, quick)
-    trained = train_model(recipe, tmp_path, lambda *_: None)
-    fp32 = export_model(recipe, trained.checkpoint, tmp_path)
-    features = benchmark_inputs(recipe, tmp_path)
+    data = data_of(recipe)
+    trained = train_model(recipe, tmp_path, lambda *_: None, data)
+    fp32 = export_model(recipe, trained.checkpoint, tmp_path, data)
+    features = benchmark_inputs(data, tmp_path)
     champion = ChampionRecord(
         version="7",
         aliases=("champion",),
@@ -293,9 +295,8 @@ def test_framework_baseline_joins_the_rounds_and_gives_interval_speedups(
         path=fp32.path,
         verified=True,
     )
-    rows = bench_provider(
-        recipe, "CPUExecutionProvider", [fp32], [champion], trained.checkpoint, features
-    )
+    contenders = BenchContenders(trained=trained, artifacts=(fp32,), champions=(champion,))
+    rows = bench_provider(recipe, "CPUExecutionProvider", contenders, features, data)
     assert [(r.variant, r.source, r.status) for r in rows] == [
         ("fp32", "run", "ok"),
         ("champion-v7", "champion", "ok"),
@@ -304,7 +305,8 @@ def test_framework_baseline_joins_the_rounds_and_gives_interval_speedups(
     rows = with_speedups(rows)
     assert rows[0].speedup_low <= rows[0].speedup <= rows[0].speedup_high
     assert rows[2].speedup is None  # the baseline has no speedup over itself
-    skipped = bench_provider(recipe, "CUDAExecutionProvider", [fp32], [], None, features)
+    alone = BenchContenders(trained=trained, artifacts=(fp32,))
+    skipped = bench_provider(recipe, "CUDAExecutionProvider", alone, features, data)
     assert {r.status for r in skipped} == {"skipped"}
     assert "CUDAExecutionProvider is not in this onnxruntime" in skipped[0].reason
 

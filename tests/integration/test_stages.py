@@ -9,13 +9,14 @@ import onnx
 import pytest
 
 from onnxforge.export import EXPORTER_KEY, export_model
-from onnxforge.parity import check_all, compare_outputs
+from onnxforge.onnx_files import sha256_of
+from onnxforge.parity import ParityBar, check_all, compare_outputs
 from onnxforge.recipe import Recipe, load_recipe
-from onnxforge.records import ModelArtifact, TrainResult, sha256_of
+from onnxforge.records import ModelArtifact, TrainResult
 from onnxforge.training import train_model
 from onnxforge.variant_build import build_variant
 from onnxforge.variants import Tolerance
-from tests.conftest import DEFAULT_RECIPE
+from tests.conftest import DEFAULT_RECIPE, data_of
 
 # The default recipe trains in about 2 s; a smaller, undertrained model has logit margins so thin
 # that int8 parity becomes a coin toss.
@@ -30,9 +31,8 @@ def tiny_recipe() -> Recipe:
 @pytest.fixture(scope="module")
 def trained(tiny_recipe: Recipe, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     epochs: list[int] = []
-    result = train_model(
-        tiny_recipe, tmp_path_factory.mktemp("train"), lambda e, m: epochs.append(e)
-    )
+    folder = tmp_path_factory.mktemp("train")
+    result = train_model(tiny_recipe, folder, lambda e, m: epochs.append(e), data_of(tiny_recipe))
     assert epochs == list(range(1, 16))
     return result
 
@@ -41,7 +41,9 @@ def trained(tiny_recipe: Recipe, tmp_path_factory: pytest.TempPathFactory) -> Tr
 def fp32(
     tiny_recipe: Recipe, trained: TrainResult, tmp_path_factory: pytest.TempPathFactory
 ) -> ModelArtifact:
-    return export_model(tiny_recipe, trained.checkpoint, tmp_path_factory.mktemp("export"))
+    return export_model(
+        tiny_recipe, trained.checkpoint, tmp_path_factory.mktemp("export"), data_of(tiny_recipe)
+    )
 
 
 def test_train_writes_a_weights_only_checkpoint(trained: TrainResult) -> None:
@@ -70,7 +72,7 @@ def test_export_with_torchscript(tiny_recipe: Recipe, trained: TrainResult, tmp_
     recipe = tiny_recipe.model_copy(
         update={"export": tiny_recipe.export.model_copy(update={"exporter": "torchscript"})}
     )
-    artifact = export_model(recipe, trained.checkpoint, tmp_path)
+    artifact = export_model(recipe, trained.checkpoint, tmp_path, data_of(recipe))
     assert artifact.producer.startswith("torch.onnx.export[torchscript]")
     dims = onnx.load(artifact.path).graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "batch"
@@ -89,14 +91,14 @@ def test_a_declared_axis_that_comes_out_fixed_is_an_export_error(
     # A dimension the input does not have cannot be declared either; the export leaves no file.
     recipe = load_recipe(DEFAULT_RECIPE, {"export.dynamic_axes": "{0: batch, 7: extra}"})
     with pytest.raises(StageError, match=r"dimension 7 \(extra\)"):
-        export_model(recipe, trained.checkpoint, tmp_path / "out")
+        export_model(recipe, trained.checkpoint, tmp_path / "out", data_of(recipe))
     assert list((tmp_path / "out").iterdir()) == []
 
 
 def fp32_path_for_axes_test(trained: TrainResult, tmp_path: Path) -> str:
     """An export with only the batch axis dynamic, so the other dims are fixed values."""
     recipe = load_recipe(DEFAULT_RECIPE)
-    return export_model(recipe, trained.checkpoint, tmp_path / "batch-only").path
+    return export_model(recipe, trained.checkpoint, tmp_path / "batch-only", data_of(recipe)).path
 
 
 def _settings(recipe: Recipe, name: str):
@@ -146,12 +148,13 @@ def all_variants(
     tiny_recipe: Recipe, fp32: ModelArtifact, tmp_path_factory: pytest.TempPathFactory
 ):
     """Every registered variant built from its registered parent."""
-    from onnxforge.datasets import load_splits
-    from onnxforge.records import VariantBuild, parent_for
+    from onnxforge.data_record import read_splits
+    from onnxforge.pipeline import parent_for
+    from onnxforge.records import VariantBuild
     from onnxforge.variants import VARIANTS
 
     out = tmp_path_factory.mktemp("variants")
-    train = load_splits(tiny_recipe.dataset).x_train
+    train = read_splits(data_of(tiny_recipe)).x_train
     builds = [VariantBuild(variant="fp32", artifact=fp32)]
     for name in VARIANTS:
         if name != "fp32":
@@ -187,7 +190,7 @@ def test_every_registered_variant_is_built_and_validated(
     assert EXPECTED_OPS[name] <= ops, ops
     assert build.artifact.parent == VARIANTS[name].parent
     assert build.artifact.producer
-    (result,) = check_all(tiny_recipe, trained.checkpoint, [build.artifact])
+    (result,) = check_all(tiny_recipe, trained.checkpoint, [build.artifact], data_of(tiny_recipe))
     if VARIANTS[name].device == "gpu":  # no GPU provider in this onnxruntime build: typed not_run
         assert [f.kind for f in result.failures] == ["not_run"]
     else:
@@ -207,7 +210,10 @@ def test_corrupted_weights_fail_parity_with_a_typed_failure(
     broken = tmp_path / "fp32.onnx"
     onnx.save(model, broken)
     (result,) = check_all(
-        tiny_recipe, trained.checkpoint, [fp32.model_copy(update={"path": str(broken)})]
+        tiny_recipe,
+        trained.checkpoint,
+        [fp32.model_copy(update={"path": str(broken)})],
+        data_of(tiny_recipe),
     )
     assert not result.passed
     assert {"tolerance_exceeded", "top1_below_floor"} <= {f.kind for f in result.failures}
@@ -219,7 +225,9 @@ def test_a_failing_int8_variant_names_the_drifting_layers(
     strict = {"parity.tolerances": "{int8-static: {atol: 0, mean_atol: 0, min_top1_agreement: 1}}"}
     recipe = load_recipe(DEFAULT_RECIPE, {**TINY, **strict})
     artifacts = [all_variants["simplified"].artifact, all_variants["int8-static"].artifact]
-    results = {r.variant: r for r in check_all(recipe, trained.checkpoint, artifacts)}
+    results = {
+        r.variant: r for r in check_all(recipe, trained.checkpoint, artifacts, data_of(recipe))
+    }
     drift = results["int8-static"].drifting_layers
     assert not results["int8-static"].passed and drift
     assert [d.sqnr_db for d in drift] == sorted(d.sqnr_db for d in drift)
@@ -270,7 +278,7 @@ def _logits() -> np.ndarray:
     ],
 )
 def test_parity_failures_are_typed(outputs, tolerance, labels, kind) -> None:
-    result = compare_outputs("fp32", [_logits()], outputs, labels, tolerance, 0.01)
+    result = compare_outputs("fp32", [_logits()], outputs, labels, ParityBar(tolerance, 0.01))
     if kind is None:
         assert result.passed, result.failures
     else:
@@ -278,7 +286,7 @@ def test_parity_failures_are_typed(outputs, tolerance, labels, kind) -> None:
 
 
 def test_report_tables_and_plots_are_written(
-    tiny_recipe: Recipe, fp32: ModelArtifact, tmp_path: Path
+    tiny_recipe: Recipe, trained: TrainResult, fp32: ModelArtifact, tmp_path: Path
 ) -> None:
     import csv
 
@@ -289,17 +297,19 @@ def test_report_tables_and_plots_are_written(
         write_tables,
     )
     from onnxforge.benchmark import bench_provider, benchmark_inputs
-    from onnxforge.records import ParityResult
+    from onnxforge.records import BenchContenders, ParityResult
 
     recipe = tiny_recipe.model_copy(
         update={
             "benchmark": tiny_recipe.benchmark.model_copy(
-                update={"warmup": 1, "iterations": 5, "rounds": 2}
+                update={"warmup": 1, "iterations": 5, "rounds": 2, "baseline": False}
             )
         }
     )
-    features = benchmark_inputs(recipe, tmp_path)
-    rows = bench_provider(recipe, "CPUExecutionProvider", [fp32], [], None, features)
+    data = data_of(recipe)
+    features = benchmark_inputs(data, tmp_path)
+    contenders = BenchContenders(trained=trained, artifacts=(fp32,))
+    rows = bench_provider(recipe, "CPUExecutionProvider", contenders, features, data)
     parity = [ParityResult(variant="fp32", passed=True, accuracy=0.9, source_accuracy=0.9)]
     table = bench_table(rows, parity)
     csv_path, json_path = write_tables(table, tmp_path / "out")
@@ -329,10 +339,10 @@ def test_a_keras_saved_model_folder_is_exported_and_matches(
         DEFAULT_RECIPE.parent / "digits_keras.yaml",
         {"model": f"{{framework: keras, file: {folder}}}", "train.enabled": "false"},
     )
-    trained = train_model(recipe, tmp_path, lambda *_: None)
-    fp32 = export_model(recipe, trained.checkpoint, tmp_path)
+    trained = train_model(recipe, tmp_path, lambda *_: None, data_of(recipe))
+    fp32 = export_model(recipe, trained.checkpoint, tmp_path, data_of(recipe))
     assert fp32.producer.startswith("tf2onnx.convert.from_function")
-    (result,) = check_all(recipe, trained.checkpoint, [fp32])
+    (result,) = check_all(recipe, trained.checkpoint, [fp32], data_of(recipe))
     assert result.passed and result.max_abs_err < 1e-4
 
 
@@ -352,13 +362,13 @@ def test_integer_token_inputs_export_with_named_batch_and_sequence_axes(
         "dataset.samples": "300",
     }
     recipe = load_recipe(DEFAULT_RECIPE.parent / "text_transformer.yaml", small)
-    trained = train_model(recipe, tmp_path, lambda *_: None)
-    fp32 = export_model(recipe, trained.checkpoint, tmp_path)
+    trained = train_model(recipe, tmp_path, lambda *_: None, data_of(recipe))
+    fp32 = export_model(recipe, trained.checkpoint, tmp_path, data_of(recipe))
     graph_input = onnx.load(fp32.path).graph.input[0]
     assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.INT64
     dims = [d.dim_param for d in graph_input.type.tensor_type.shape.dim]
     assert dims == ["batch", "sequence"]
-    (result,) = check_all(recipe, trained.checkpoint, [fp32])
+    (result,) = check_all(recipe, trained.checkpoint, [fp32], data_of(recipe))
     assert result.passed, result.failures
     # ORT's symbolic shape inference fails on this graph and, unguarded, litters the working
     # directory with sym_shape_infer_temp.onnx and <uuid>.data.
@@ -398,9 +408,9 @@ def test_every_output_is_exported_and_held_to_parity(
     recipe = load_recipe(
         DEFAULT_RECIPE, {"model": "{architecture: 'two_heads:TwoHeads'}", "train.epochs": "2"}
     )
-    trained = train_model(recipe, tmp_path, lambda *_: None)
-    fp32 = export_model(recipe, trained.checkpoint, tmp_path)
+    trained = train_model(recipe, tmp_path, lambda *_: None, data_of(recipe))
+    fp32 = export_model(recipe, trained.checkpoint, tmp_path, data_of(recipe))
     assert [o.name for o in onnx.load(fp32.path).graph.output] == ["output_0", "output_1"]
-    (result,) = check_all(recipe, trained.checkpoint, [fp32])
+    (result,) = check_all(recipe, trained.checkpoint, [fp32], data_of(recipe))
     assert result.passed and [o.name for o in result.per_output] == ["output_0", "output_1"]
     assert all(o.max_abs_err < 1e-4 for o in result.per_output)
