@@ -265,8 +265,7 @@ def contenders(built: dict, entries: list, spec: Any, features: Path) -> list:
     from onnxforge.onnx_files import onnx_size_bytes
 
     recipe = built["recipe"]
-    recipe_data = recipe.model_dump(mode="json", by_alias=True)
-    load = framework_baseline(recipe_data, built["trained"].checkpoint, built["data"])
+    load = framework_baseline(recipe.to_data(), built["trained"].checkpoint, built["data"])
     baseline = Contender(
         baseline_name(recipe.model.framework),
         "framework",

@@ -42,9 +42,11 @@ class DeploymentSpec:
         return {
             "name": self.name,
             "schedules": [Cron(self.cron, timezone="UTC")],
-            # One run of a recipe at a time: a scheduled run that finds the previous one still
-            # going waits instead of racing it for the benchmark and the registry.
-            "concurrency_limit": 1,
+            # No deployment concurrency limit: Prefect frees its slot when a run pauses for
+            # approval, and the paused run is then cancelled. One run of a recipe at a time is
+            # tasks.locks.one_run_per_recipe, held by the run itself. None (not left out) also
+            # removes the limit from a deployment registered with one before.
+            "concurrency_limit": None,
             "parameters": self.parameters,
             "tags": list(self.tags),
             "description": self.description,

@@ -101,7 +101,8 @@ export MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 
 for pool in "${POOLS[@]}"; do
-  "$BIN/prefect" work-pool create --type process "$pool" >>"$LOG" 2>&1 \
+  # A locked pool (no job variable reaches its workers), as docs/security.md says to make one.
+  "$BIN/python" "$REPO/deployments/deploy.py" --pool "$pool" --pool-only >>"$LOG" 2>&1 \
     || fail "could not create work pool $pool"
   folder="$ROOT/worker-$pool"
   mkdir -p "$folder"

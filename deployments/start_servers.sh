@@ -130,6 +130,14 @@ INI
 )
 chmod 600 "$AUTH_INI"
 
+# The stores (prefect.db, mlflow.db, mlflow_auth.db with its password hashes) and everything else
+# the servers write are private to this user: the servers inherit this umask. Stores an earlier
+# start left readable by others are made private too.
+umask 077
+for store in "$STATE/prefect/prefect.db" "$STATE/mlflow.db" "$STATE/mlflow_auth.db"; do
+  if [[ -f "$store" ]]; then chmod 600 "$store"; fi
+done
+
 UI_ORIGIN="http://$HOST:$PREFECT_PORT"
 PREFECT_HOME="$STATE/prefect" PREFECT_SERVER_ANALYTICS_ENABLED=false \
   PREFECT_SERVER_API_AUTH_STRING="$PREFECT_API_AUTH_STRING" \

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 EXIT_BAD_INPUT = 2
@@ -62,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                 "override a recipe value by dotted key, e.g. --set train.epochs=5 or "
                 "--set variants.int8-static.per_channel=false (repeatable; quote a segment: "
                 'variants."int8-static".per_channel); overrides may not change model code or '
-                "file paths unless ONNXFORGE_TRUSTED_OVERRIDES=1"
+                "file paths unless ONNXFORGE_TRUSTED_OVERRIDES=1, and may tighten the promotion "
+                "bar (floors, margins, budgets, tolerances) but not loosen it or change the "
+                "objective unless ONNXFORGE_TRUSTED_BAR=1"
             ),
         )
     run.add_argument(
@@ -107,6 +110,15 @@ def _registry_parsers(
     rollback.add_argument("name", help="registered model name")
     rollback.add_argument("--alias", default="champion", help="alias to move (default: champion)")
     rollback.add_argument("--reason", default=None, help="why; kept in the alias history")
+    for sub in (promote, rollback):
+        sub.add_argument(
+            "--force",
+            action="store_true",
+            help=(
+                "move the alias even to a version below a quality floor (its `floors` tag); "
+                "the alias history records the move as forced, with the floors and the reason"
+            ),
+        )
 
 
 def _embedded_defaults() -> None:
@@ -131,7 +143,34 @@ def _validate(recipe_path: str, overrides: list[str]) -> tuple[object, dict[str,
     return load_and_check(recipe_path, parsed), parsed
 
 
+def _interrupt_as_sigterm(signum: int, frame: object) -> None:
+    """Ctrl-C takes SIGTERM's path: Prefect turns SIGTERM into a crashed flow run (the on_crashed
+    hook ends the MLflow run KILLED), then the process ends and its children die with it.
+    Python's own KeyboardInterrupt would surface wherever the main thread happens to be."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _one_line_failures() -> None:
+    """Prefect logs a failed task's exception with its traceback. On the console, the errors that
+    already say in one line what is wrong and where (a refused recipe, a data file removed after
+    the preflight, a refused file) are logged without it."""
+    import logging
+
+    from onnxforge.errors import OnnxforgeError, RecipeError
+
+    def drop_traceback(record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], RecipeError | OnnxforgeError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+    # Prefect's console handler sits on the root logger; its API handler (the UI's log, which
+    # keeps the traceback) on the run loggers, which see a record first.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(drop_traceback)
+
+
 def _run(recipe_path: str, overrides: dict[str, str], no_cache: bool = False) -> int:
+    signal.signal(signal.SIGINT, _interrupt_as_sigterm)
     _embedded_defaults()
     if not os.environ.get("PREFECT_API_URL"):
         # Prefect's own temporary server outlives a SIGKILLed CLI; this one dies with it.
@@ -140,6 +179,8 @@ def _run(recipe_path: str, overrides: dict[str, str], no_cache: bool = False) ->
         start_embedded_server()
     from flows.onnx_pipeline import onnx_pipeline
     from onnxforge.tracking import resolve_tracking_uri, ui_command
+
+    _one_line_failures()  # Prefect's log handlers exist once Prefect is imported
 
     registration = onnx_pipeline(
         recipe_path=recipe_path, overrides=overrides or None, no_cache=no_cache
@@ -196,9 +237,9 @@ def _pull(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from onnxforge.consumer import pull
-    from onnxforge.tracking import resolve_tracking_uri
+    from onnxforge.tracking import existing_tracking_uri
 
-    manifest = pull(resolve_tracking_uri(), args.ref, Path(args.to), args.provider)
+    manifest = pull(existing_tracking_uri(), args.ref, Path(args.to), args.provider)
     print(
         f"pulled {manifest['name']} v{manifest['version']} ({manifest['variant']}), "
         f"sha256 {manifest['sha256']} verified -> {Path(args.to) / 'model.onnx'}"
@@ -208,9 +249,9 @@ def _pull(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from onnxforge.consumer import verify
-    from onnxforge.tracking import resolve_tracking_uri
+    from onnxforge.tracking import existing_tracking_uri
 
-    results = verify(resolve_tracking_uri(), args.name)
+    results = verify(existing_tracking_uri(), args.name)
     if not results:
         print(f"{args.name}: no versions")
     for version, ok, message in results:
@@ -229,23 +270,29 @@ def _print_move(name: str, move: dict) -> None:
         print(f"{name}@{move['alias']} already points at v{move['version']}; nothing moved")
         return
     was = f"v{move['previous']}" if move["previous"] else "nothing"
-    print(f"{name}@{move['alias']}: {was} -> v{move['version']}")
+    forced = (
+        f" (forced past the quality floors: {move['forced_past']})" if "forced_past" in move else ""
+    )
+    print(f"{name}@{move['alias']}: {was} -> v{move['version']}{forced}")
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from onnxforge.consumer import promote
-    from onnxforge.tracking import resolve_tracking_uri
+    from onnxforge.consumer import promote, promote_forced
+    from onnxforge.tracking import existing_tracking_uri
 
-    move = promote(resolve_tracking_uri(), args.name, args.version, args.alias, args.reason)
+    move_to = promote_forced if args.force else promote
+    move = move_to(existing_tracking_uri(), args.name, args.version, args.alias, args.reason)
     _print_move(args.name, move)
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
     from onnxforge.consumer import rollback
-    from onnxforge.tracking import resolve_tracking_uri
+    from onnxforge.tracking import existing_tracking_uri
 
-    move = rollback(resolve_tracking_uri(), args.name, args.alias, reason=args.reason)
+    move = rollback(
+        existing_tracking_uri(), args.name, args.alias, reason=args.reason, force=args.force
+    )
     _print_move(args.name, move)
     return 0
 

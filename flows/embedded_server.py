@@ -15,10 +15,12 @@ import atexit
 import os
 import socket
 import sys
+from pathlib import Path
 
 from onnxforge.procs import EMBEDDED_SERVER_ENV, TiedServer
 
 STARTUP_TIMEOUT_S = 120  # a fresh home runs database migrations first: ~16 s on 2 cores
+EXIT_SERVER_LOST = 1
 
 
 def _free_port() -> int:
@@ -54,9 +56,39 @@ def start_embedded_server() -> TiedServer:
         "PREFECT__SERVER_EPHEMERAL": "1",
         "PREFECT__SERVER_FINAL": "1",
     }
-    server = TiedServer(command, f"http://127.0.0.1:{port}/api/health", env)
+    _private_database(Path(env["PREFECT_HOME"]) if env.get("PREFECT_HOME") else None)
+    server = TiedServer(command, f"http://127.0.0.1:{port}/api/health", env, umask=0o077)
     atexit.register(server.stop)  # registered before Prefect's handlers, so it runs after them
     server.wait_healthy(STARTUP_TIMEOUT_S)
+    server.watch(lambda code: _server_lost(server.process.pid, code))
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
     os.environ[EMBEDDED_SERVER_ENV] = "1"
     return server
+
+
+def _private_database(home: Path | None) -> None:
+    """A prefect.db an earlier version left readable by others becomes 0600 (new ones are created
+    0600: the server runs with umask 077)."""
+    database = (home or Path.home() / ".prefect") / "prefect.db"
+    if database.is_file() and database.stat().st_mode & 0o077:
+        database.chmod(0o600)
+
+
+def _server_lost(pid: int, returncode: int) -> None:
+    """The server died under the run: say so in one line, end this process's MLflow runs FAILED
+    and exit, instead of letting every Prefect call retry against a closed port for minutes.
+    Children (benchmark workers) die with this process."""
+    how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited {returncode}"
+    reason = f"the embedded Prefect server (pid {pid}) {how} mid-run"
+    ended = "MLflow run not ended"
+    try:
+        from onnxforge.run_lifecycle import end_own_runs
+        from onnxforge.tracking import resolve_tracking_uri
+
+        ended_ids = end_own_runs(resolve_tracking_uri(), "FAILED", reason)
+        ended = f"MLflow run {', '.join(ended_ids)} ended FAILED" if ended_ids else "no MLflow run"
+    except Exception as error:  # the line below must still be printed, and the process end
+        ended = f"MLflow run not ended: {type(error).__name__}: {str(error)[:200]}"
+    print(f"error: {reason}; the run stops ({ended})", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_SERVER_LOST)

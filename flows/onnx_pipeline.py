@@ -15,6 +15,7 @@ from tasks.champions import fetch_champion_versions, score_champions
 from tasks.data import materialize_data
 from tasks.export import export
 from tasks.hooks import MLFLOW_RUN_HOOKS
+from tasks.locks import one_run_per_recipe
 from tasks.outcome import publish_outcome
 from tasks.parity import validate_parity
 from tasks.prepare import close_run, open_run, validate_recipe
@@ -45,48 +46,50 @@ def onnx_pipeline(
     """
     route_third_party_output()  # a deployment's run too: chatter to DEBUG, unless verbose
     recipe = validate_recipe(recipe_path, overrides)
-    context = open_run(recipe, recipe_path, str(flow_run.id))
-    fresh = {"refresh_cache": True} if no_cache else {}
-    data = materialize_data(recipe, context)
-    champions = fetch_champion_versions(recipe, context)
-    trained = train.with_options(**fresh)(recipe, data, context)
-    log_training(trained, context)
-    fp32 = export.with_options(**fresh)(recipe, trained, data, context)
-    builds = build_chain(  # fp32, then simplify, optimize, quantize: each from its parent
-        recipe,
-        fp32,
-        lambda name, parent: make_variant.with_options(**fresh)(
-            recipe, name, parent, data, context
-        ),
-    )
-    artifacts = built_artifacts(builds)
-    parity = validate_parity(recipe, trained, artifacts, data, context)
-    champions = score_champions(recipe, trained, champions, data)
-    contenders = BenchContenders(
-        trained=trained,
-        artifacts=tuple(passing_artifacts(artifacts, parity)),
-        champions=tuple(champions),
-    )
-    bench = []
-    for provider in recipe.benchmark.providers:  # the champion runs in the same rounds
-        bench += benchmark_provider(recipe, contenders, provider, data, context)
-    bench = benchmark_report(recipe, bench, parity, context)
-    evidence = RunEvidence(
-        trained=trained,
-        artifacts=tuple(artifacts),
-        parity=tuple(parity),
-        bench=tuple(bench),
-        champions=tuple(champions),
-    )
-    model_ids = log_models(evidence, data, context)
-    proposal = propose_promotion(recipe, evidence, data, context)
-    if recipe.registry.approval == "required":
-        decisions = await_approval(list(proposal.decisions), recipe.registry.approval_timeout_s)
-        proposal = proposal.model_copy(update={"decisions": tuple(decisions)})
-    with registry_lock(recipe.registry.model_name):  # read, create, move: one critical section
-        registration = register(recipe, evidence, proposal, model_ids, context)
-        summary = publish_summary(trained, builds, parity, bench, registration, context)
-        promote(registration, summary, context)  # aliases move last
-    outcome = publish_outcome(registration, summary, bench, parity, context)
-    close_run(context, "FINISHED")  # last: a failure before this ends the run FAILED, not FINISHED
-    return outcome
+    with one_run_per_recipe(recipe_path):  # deployment runs; held while awaiting approval
+        context = open_run(recipe, recipe_path, str(flow_run.id))
+        fresh = {"refresh_cache": True} if no_cache else {}
+        data = materialize_data(recipe, context)
+        champions = fetch_champion_versions(recipe, context)
+        trained = train.with_options(**fresh)(recipe, data, context)
+        log_training(trained, context)
+        fp32 = export.with_options(**fresh)(recipe, trained, data, context)
+        builds = build_chain(  # fp32, then simplify, optimize, quantize: each from its parent
+            recipe,
+            fp32,
+            lambda name, parent: make_variant.with_options(**fresh)(
+                recipe, name, parent, data, context
+            ),
+        )
+        artifacts = built_artifacts(builds)
+        parity = validate_parity(recipe, trained, artifacts, data, context)
+        champions = score_champions(recipe, trained, champions, data)
+        contenders = BenchContenders(
+            trained=trained,
+            artifacts=tuple(passing_artifacts(artifacts, parity)),
+            champions=tuple(champions),
+        )
+        bench = []
+        for provider in recipe.benchmark.providers:  # the champion runs in the same rounds
+            bench += benchmark_provider(recipe, contenders, provider, data, context)
+        bench = benchmark_report(recipe, bench, parity, context)
+        evidence = RunEvidence(
+            trained=trained,
+            artifacts=tuple(artifacts),
+            parity=tuple(parity),
+            bench=tuple(bench),
+            champions=tuple(champions),
+        )
+        model_ids = log_models(evidence, data, context)
+        proposal = propose_promotion(recipe, evidence, data, context)
+        if recipe.registry.approval == "required":
+            decisions = await_approval(list(proposal.decisions), recipe.registry.approval_timeout_s)
+            proposal = proposal.model_copy(update={"decisions": tuple(decisions)})
+        with registry_lock(recipe.registry.model_name):  # read, create, move: one critical section
+            registration = register(recipe, evidence, proposal, model_ids, context)
+            summary = publish_summary(trained, builds, parity, bench, registration, context)
+            promote(registration, summary, context)  # aliases move last
+        outcome = publish_outcome(registration, summary, bench, parity, context)
+        # last: a failure before this ends the run FAILED, not FINISHED
+        close_run(context, "FINISHED")
+        return outcome

@@ -393,8 +393,7 @@ def bench_provider(
     The baseline's worker reads the splits from `data` (the run's DataRecord), sha256-checked."""
     baseline = None
     if holds_baseline(recipe, provider):
-        recipe_data = recipe.model_dump(mode="json", by_alias=True)
-        load = framework_baseline(recipe_data, contenders.trained.checkpoint, data)
+        load = framework_baseline(recipe.to_data(), contenders.trained.checkpoint, data)
         baseline = (baseline_name(recipe.model.framework), load)
     artifacts, champions = list(contenders.artifacts), list(contenders.champions)
     return bench_contenders(recipe.benchmark, provider, artifacts, champions, baseline, features)

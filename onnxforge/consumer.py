@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -317,10 +318,24 @@ def verify(tracking_uri: str, name: str) -> list[tuple[str, bool, str]]:
 # ---------------------------------------------------------------- alias moves by hand
 
 
-def _check_promotable(mlflow_client: Any, version: Any, alias: str) -> None:
-    """Refuse a version that never finished registering, or whose file fails its sha256."""
+def floors_failed(version: Any) -> str | None:
+    """The quality floors a version is below (its `floors` tag, written at registration), or None
+    when it cleared them or predates the tag."""
+    floors = dict(version.tags or {}).get("floors", "passed").strip()
+    return None if floors in ("", "passed") else floors
+
+
+def _check_promotable(mlflow_client: Any, version: Any, alias: str, force: bool = False) -> None:
+    """Refuse a version that never finished registering, or whose file fails its sha256, or that
+    is below a quality floor unless `force`."""
     name, number = version.name, str(version.version)
     tags = dict(version.tags or {})
+    below = floors_failed(version)
+    if below and not force:
+        raise RefusedError(
+            f"refusing to move {alias} to {name} v{number}: below a quality floor ({below}); "
+            "to move it anyway pass --force, with --reason saying why"
+        )
     promotion, state = tags.get("promotion", ""), tags.get(STATE, "")
     if promotion.startswith("incomplete") or state == "incomplete":
         raise RefusedError(f"refusing to move {alias} to {name} v{number}: {promotion or state}")
@@ -346,18 +361,30 @@ def _record_on_version(mlflow_client: Any, version: Any, note: str) -> None:
     mlflow_client.set_model_version_tag(version.name, str(version.version), "promotion", text)
 
 
-def _move_checked(
-    mlflow_client: Any, name: str, version: str, alias: str, reason: str, by: str
-) -> dict:
+@dataclass(frozen=True)
+class HandMove:
+    """Why an alias is moved by hand, who moves it, and whether past the quality floors."""
+
+    reason: str
+    by: str
+    force: bool = False
+
+
+def _move_checked(mlflow_client: Any, name: str, version: str, alias: str, move: HandMove) -> dict:
     """The checks, then the move and its records; a no-op when the alias is already there."""
+    reason, by, force = move.reason, move.by, move.force
     target = _get_version(mlflow_client, name, version)
-    _check_promotable(mlflow_client, target, alias)
+    _check_promotable(mlflow_client, target, alias, force)
+    below = floors_failed(target)
     holder = current_version(mlflow_client, name, alias)
     if holder is not None and str(holder.version) == str(version):
         return {"alias": alias, "version": str(version), "previous": str(version), "moved": False}
+    if below:  # only reached with force: the records say so, ahead of the reason
+        reason = f"forced past the quality floors ({below[:200]}): {reason}"
     previous = move_alias(mlflow_client, name, alias, str(version), MoveNote(reason, by))
     _record_on_version(mlflow_client, target, f"{alias} moved by hand by {by}: {reason}")
-    return {"alias": alias, "version": str(version), "previous": previous, "moved": True}
+    move = {"alias": alias, "version": str(version), "previous": previous, "moved": True}
+    return {**move, "forced_past": below} if below else move
 
 
 def promote(
@@ -368,13 +395,35 @@ def promote(
     reason: str = "",
     by: str | None = None,
 ) -> dict:
-    """Move `alias` to `version` by hand: refused for a missing, incomplete or tampered version."""
+    """Move `alias` to `version` by hand: refused for a missing, incomplete or tampered version,
+    and for one below a quality floor (`promote_forced` moves it all the same, on the record)."""
+    return _promote(tracking_uri, name, version, alias, HandMove(reason, by or "", False))
+
+
+def promote_forced(
+    tracking_uri: str,
+    name: str,
+    version: str,
+    alias: str = DEFAULT_ALIAS,
+    reason: str = "",
+    by: str | None = None,
+) -> dict:
+    """`promote`, past a quality floor the version is below: the history and the version's
+    `promotion` tag record it as forced, with the reason."""
+    return _promote(tracking_uri, name, version, alias, HandMove(reason, by or "", True))
+
+
+def _promote(tracking_uri: str, name: str, version: str, alias: str, move: HandMove) -> dict:
+    reason, by, force = move.reason, move.by or None, move.force
     check_alias(alias)
     version = check_version(version)
     if not reason.strip():
         raise UsageError("--reason is required: say why the alias moves")
     mlflow_client = client(tracking_uri)
-    return _move_checked(mlflow_client, name, version, alias, reason.strip(), by or default_actor())
+    actor = by or default_actor()
+    return _move_checked(
+        mlflow_client, name, version, alias, HandMove(reason.strip(), actor, force)
+    )
 
 
 def rollback(
@@ -383,6 +432,7 @@ def rollback(
     alias: str = DEFAULT_ALIAS,
     by: str | None = None,
     reason: str | None = None,
+    force: bool = False,
 ) -> dict:
     """Move `alias` back to where it pointed before its last recorded move (same checks as promote)."""
     check_alias(alias)
@@ -408,4 +458,5 @@ def rollback(
         )
     why = (reason or "").strip() or f"rollback of {alias} from v{now}"
     why += f" (undoes the move of {last.get('at')} by {last.get('by')}: {last.get('reason')})"
-    return _move_checked(mlflow_client, name, str(target), alias, why, by or default_actor())
+    move = HandMove(why, by or default_actor(), force)
+    return _move_checked(mlflow_client, name, str(target), alias, move)

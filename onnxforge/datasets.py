@@ -16,6 +16,8 @@ from onnxforge.scoring import task_of
 # scikit-learn sets whose target is continuous (diabetes: disease progression 25..346, stored as
 # whole numbers in float64, so the values alone would read as class ids)
 SKLEARN_REGRESSION = frozenset({"diabetes"})
+# seeds NumPy, scikit-learn and the frameworks accept: 0 .. 2**32 - 1
+SEED_MAX = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def _load_npz(spec: Any) -> tuple[Features, np.ndarray | None]:
     a name the recipe sets must exist; `labels: null` means no labels.
     """
     names = [spec.features] if isinstance(spec.features, str) else list(spec.features)
-    with np.load(spec.path, allow_pickle=False) as archive:
+    with _npz_archive(spec.path) as archive:
         label_name = spec.labels
         if "labels" not in spec.model_fields_set and label_name not in archive.files:
             label_name = None
@@ -85,9 +87,58 @@ def _load_npz(spec: Any) -> tuple[Features, np.ndarray | None]:
                 f"dataset.features/labels: {spec.path} has no array named {missing[0]!r} "
                 f"(it has {', '.join(archive.files)})"
             )
-        features = {name: archive[name] for name in names}
-        labels = None if label_name is None else archive[label_name]
+        features = {name: _npz_array(archive, name, spec, "features") for name in names}
+        labels = None if label_name is None else _npz_array(archive, label_name, spec, "labels")
     return (features[names[0]] if isinstance(spec.features, str) else features), labels
+
+
+_NPZ_EXPECTED = "expected a .npz archive written by numpy.savez or numpy.savez_compressed"
+
+
+def _npz_archive(path: Any) -> Any:
+    """np.load of a .npz file; RecipeError naming the file when it is not a readable archive."""
+    import zipfile
+
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except OSError as error:
+        raise RecipeError(
+            f"dataset.path: cannot read {path} ({error.strerror or error}); {_NPZ_EXPECTED}"
+        ) from None
+    except EOFError:
+        raise RecipeError(f"dataset.path: {path} is empty; {_NPZ_EXPECTED}") from None
+    except (ValueError, zipfile.BadZipFile) as error:
+        # np.load reads anything that is neither a zip nor .npy as a pickle, which it refuses
+        reason = "not a zip archive" if "pickle" in str(error) else _first_line(error)
+        raise RecipeError(
+            f"dataset.path: {path} is not a readable .npz archive ({reason}); {_NPZ_EXPECTED}"
+        ) from None
+    if not hasattr(archive, "files"):  # a single .npy array
+        raise RecipeError(
+            f"dataset.path: {path} holds one .npy array, not named arrays; {_NPZ_EXPECTED}"
+        )
+    return archive
+
+
+def _npz_array(archive: Any, name: str, spec: Any, field: str) -> np.ndarray:
+    """One array of an open .npz archive; RecipeError naming the file and the array when its
+    member is truncated, corrupt or holds pickled objects."""
+    import zipfile
+
+    try:
+        return archive[name]
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        reason = (
+            "it holds Python objects, which are not loaded (no pickles); expected numeric arrays"
+            if "allow_pickle" in str(error)
+            else f"it is truncated or corrupt ({_first_line(error)}); {_NPZ_EXPECTED}"
+        )
+        raise RecipeError(f"dataset.{field}: {spec.path} array {name!r}: {reason}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def token_majority(spec: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -117,7 +168,7 @@ def token_majority(spec: Any) -> tuple[np.ndarray, np.ndarray]:
 def _load_table(spec: Any) -> tuple[np.ndarray, np.ndarray | None]:
     import pandas as pd
 
-    table = pd.read_csv(spec.path) if spec.source == "csv" else pd.read_parquet(spec.path)
+    table = _read_table(spec)
     label_columns = [] if spec.label is None else [spec.label]
     for field, columns in (("features", spec.features), ("label", label_columns)):
         missing = [column for column in columns if column not in table.columns]
@@ -134,6 +185,69 @@ def _load_table(spec: Any) -> tuple[np.ndarray, np.ndarray | None]:
             )
     labels = None if spec.label is None else table[spec.label].to_numpy()
     return table[spec.features].to_numpy(), labels
+
+
+def _read_table(spec: Any) -> Any:
+    """The .csv or .parquet file as a DataFrame; RecipeError naming the file when it is empty,
+    binary, ragged or otherwise unreadable, or has no data rows."""
+    import re
+
+    import pandas as pd
+
+    kind = "CSV" if spec.source == "csv" else "Parquet"
+    expected = (
+        "expected comma-separated text with a header row naming the columns"
+        if spec.source == "csv"
+        else "expected a Parquet file (e.g. written by pandas.DataFrame.to_parquet)"
+    )
+    path = spec.path
+    if spec.source == "csv":
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(1 << 16)
+        except OSError as error:
+            raise RecipeError(
+                f"dataset.path: cannot read {path} ({error.strerror or error}); {expected}"
+            ) from None
+        nul = head.find(b"\0")
+        if nul >= 0:
+            raise RecipeError(
+                f"dataset.path: {path} holds binary data (a NUL byte at offset {nul}), not CSV "
+                f"text; {expected}"
+            )
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as error:
+            if error.start < len(head) - 3:  # not a character cut at the end of the read
+                raise RecipeError(
+                    f"dataset.path: {path} is not UTF-8 text (byte 0x{head[error.start]:02x} at "
+                    f"offset {error.start}); {expected}"
+                ) from None
+    try:
+        table = pd.read_csv(path) if spec.source == "csv" else pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise RecipeError(f"dataset.path: {path} is empty; {expected}") from None
+    except pd.errors.ParserError as error:
+        ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
+        reason = (
+            f"line {ragged[2]} has {ragged[3]} fields where the rows before it have {ragged[1]}"
+            if ragged
+            else _first_line(error)
+        )
+        raise RecipeError(
+            f"dataset.path: {path} is not a well-formed CSV table: {reason}; {expected}"
+        ) from None
+    except UnicodeDecodeError:  # past the part read above
+        raise RecipeError(f"dataset.path: {path} is not UTF-8 text; {expected}") from None
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise RecipeError(
+            f"dataset.path: {path} is not a readable {kind} file ({_first_line(error)}); {expected}"
+        ) from None
+    if table.empty:
+        raise RecipeError(
+            f"dataset.path: {path} has no data rows; {expected}, then one row per sample"
+        )
+    return table
 
 
 def _load_synthetic(spec: Any) -> tuple[Features, None]:
@@ -170,14 +284,16 @@ def load_splits(spec: Any) -> Splits:
     classification; plain seeded shuffles for regression and label-free data)."""
     from sklearn.model_selection import train_test_split
 
+    check_seed("dataset.seed", spec.seed)
     with np.errstate(over="ignore"):  # an overflow to inf is refused by check_features below
         features, labels = LOADERS[spec.source](spec)
         features = (
-            {name: _normalise(np.asarray(array), spec) for name, array in features.items()}
+            {name: _normalise(np.asarray(array), spec, name) for name, array in features.items()}
             if isinstance(features, dict)
             else _normalise(np.asarray(features), spec)
         )
     check_features(features, spec)
+    _check_lengths(features, labels, spec)
     index = np.arange(count(features))
     task = inferred_task(spec, labels)
     labels = None if task == "none" else checked_labels(labels, spec, task)
@@ -207,7 +323,37 @@ def load_splits(spec: Any) -> Splits:
     )
 
 
-def _normalise(features: np.ndarray, spec: Any) -> np.ndarray:
+def check_seed(field: str, seed: int) -> None:
+    """Refuse a seed outside 0..SEED_MAX (NumPy's and scikit-learn's range)."""
+    if not 0 <= seed <= SEED_MAX:
+        raise RecipeError(f"{field}: expected an integer 0..{SEED_MAX} (2**32 - 1); got {seed}")
+
+
+def _check_lengths(features: Features, labels: Any, spec: Any) -> None:
+    """Every named feature array and the labels have one entry per sample."""
+    arrays = features if isinstance(features, dict) else {None: features}
+    counts = {name: _length(array) for name, array in arrays.items()}
+    first, samples = next(iter(counts.items()))
+    for name, length in counts.items():
+        if length != samples:
+            raise RecipeError(
+                f"dataset.features: {spec.path} array {name!r} has {length} samples, but array "
+                f"{first!r} has {samples}; expected one entry per sample in every array"
+            )
+    if labels is not None and _length(labels) != samples:
+        field, where = _label_source(spec)
+        raise RecipeError(
+            f"{field}: {where} has {_length(labels)} labels, but the features have {samples} "
+            "samples; expected one label per sample"
+        )
+
+
+def _length(array: Any) -> int:
+    """Entries along dimension 0 (0 for a single value)."""
+    return int(np.shape(array)[0]) if np.ndim(array) else 0
+
+
+def _normalise(features: np.ndarray, spec: Any, name: str | None = None) -> np.ndarray:
     """Token ids stay int64; other numbers become float32, divided by `scale`, reshaped."""
     if spec.source == "synthetic":  # already in the declared dtype and shape
         return features
@@ -216,8 +362,25 @@ def _normalise(features: np.ndarray, spec: Any) -> np.ndarray:
     else:
         features = features.astype(np.float32) / np.float32(getattr(spec, "scale", 1.0))
     if getattr(spec, "sample_shape", None):
+        per_sample = int(np.prod(features.shape[1:], dtype=np.int64))
+        wanted = int(np.prod(spec.sample_shape, dtype=np.int64))
+        if per_sample != wanted:
+            raise RecipeError(
+                f"dataset.sample_shape: {list(spec.sample_shape)} holds {wanted} values per "
+                f"sample, but {_samples_source(spec, name)} has {per_sample} (samples of shape "
+                f"{tuple(features.shape[1:])}); expected a shape whose sizes multiply to {per_sample}"
+            )
         features = features.reshape((len(features), *spec.sample_shape))
     return features
+
+
+def _samples_source(spec: Any, name: str | None) -> str:
+    """Where the samples a reshape applies to come from: the file and array, or the dataset."""
+    if spec.source == "npz":
+        return f"{spec.path} array {name or spec.features!r}"
+    if spec.source in ("csv", "parquet"):
+        return f"{spec.path} ({len(spec.features)} feature columns)"
+    return f"scikit-learn dataset {spec.name!r}"
 
 
 def _feature_source(spec: Any, name: str | None, position: np.ndarray, shape: tuple) -> str:

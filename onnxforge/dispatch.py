@@ -200,7 +200,7 @@ def ship_request(
         champions=shipped_champions,
         features=shipped_features,
         external_data=external_data,
-        recipe=None if checkpoint is None else recipe.model_dump(mode="json", by_alias=True),
+        recipe=None if checkpoint is None else recipe.to_data(),
         checkpoint=shipped_checkpoint,
         data=shipped_data,
     )

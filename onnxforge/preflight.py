@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from onnxforge.adapters import architecture_of, get_adapter
-from onnxforge.datasets import load_splits
+from onnxforge.datasets import check_seed, load_splits
 from onnxforge.errors import RecipeError
 from onnxforge.inputs import describe, take
 from onnxforge.recipe import Recipe, field_location, load_recipe
@@ -128,14 +128,14 @@ def check_data_and_model(recipe: Recipe, source: str, overrides: Any = None) -> 
     samples = describe(splits.x_train)  # e.g. "(1, 8, 8) float32", or one entry per named input
     label = recipe.model.architecture or str(recipe.model.file)
     try:
+        check_seed("train.seed", recipe.train.seed)
+    except RecipeError as error:
+        _refuse(source, str(error), overrides)
+    try:
         model = fresh_model(recipe, splits)
     except Exception as error:  # noqa: BLE001 - bad kwargs or a shape the architecture can't take
-        _refuse(
-            source,
-            f"model.kwargs / dataset.sample_shape: cannot build {label!r} with "
-            f"{recipe.model.kwargs} for samples {samples}: {_first_line(error)}",
-            overrides,
-        )
+        _refuse(source, _build_failure(recipe, label, samples, error), overrides)
+    _check_dynamic_axes(recipe, splits, source, overrides)
     try:
         check_no_random_weights(recipe, model)
     except ValueError as error:
@@ -164,6 +164,91 @@ def check_data_and_model(recipe: Recipe, source: str, overrides: Any = None) -> 
             overrides,
         )
     _check_labels_fit(recipe, splits, np.asarray(outputs[0]), label, source, overrides)
+
+
+# Python's own words when a call's arguments do not match the callable's parameters
+_ARGUMENT_ERRORS = (
+    "unexpected keyword argument",
+    "required positional argument",
+    "required keyword",
+)
+
+
+def _build_failure(recipe: Recipe, label: str, samples: str, error: Exception) -> str:
+    """'field: ...' for a model that cannot be built: a model file that does not load, kwargs
+    the architecture does not take, or (either one) kwargs and samples that do not fit."""
+    if recipe.model.file is not None:
+        return f"model.file: {recipe.model.file} cannot be loaded: {_whole_message(error)}"
+    if isinstance(error, TypeError) and any(words in str(error) for words in _ARGUMENT_ERRORS):
+        return (
+            f"model.kwargs: {label!r} does not take {recipe.model.kwargs}: "
+            f"{_first_line(error)}; expected the arguments its constructor takes"
+        )
+    return (
+        f"model.kwargs / dataset.sample_shape: cannot build {label!r} with "
+        f"{recipe.model.kwargs} for samples {samples}: {_first_line(error)}"
+    )
+
+
+# The name both exporting adapters give a model's single input (named inputs keep their names).
+SINGLE_INPUT = "input"
+
+
+def _model_inputs(recipe: Recipe, splits: Any) -> dict[str, int]:
+    """Input name -> rank (with the batch) of the ONNX graph the export writes: the data's
+    names and ranks, or a brought ONNX file's own inputs."""
+    if get_adapter(recipe.model.framework).keeps_file_shapes and recipe.model.file is not None:
+        import onnx
+
+        graph = onnx.load(str(recipe.model.file), load_external_data=False).graph
+        initializers = {init.name for init in graph.initializer}
+        return {
+            i.name: len(i.type.tensor_type.shape.dim)
+            for i in graph.input
+            if i.name not in initializers
+        }
+    features = splits.x_train
+    arrays = features if isinstance(features, dict) else {SINGLE_INPUT: features}
+    return {name: array.ndim for name, array in arrays.items()}
+
+
+def _check_dynamic_axes(recipe: Recipe, splits: Any, source: str, overrides: Any) -> None:
+    """export.dynamic_axes names inputs the model has, dimensions within each input's rank and,
+    for a model onnxforge exports, the batch (dimension 0) of every input: a fixed batch is
+    the export example's size, which no benchmark batch size or parity chunk matches."""
+    spec = recipe.export
+    inputs = _model_inputs(recipe, splits)
+    shown = ", ".join(inputs)
+    if not all(isinstance(key, int) for key in spec.dynamic_axes):
+        for name in spec.dynamic_axes:
+            if name not in inputs:
+                _refuse(
+                    source,
+                    f"export.dynamic_axes.{name}: the model has no input named {name!r}; "
+                    f"expected one of {shown}",
+                    overrides,
+                )
+    for name, rank in inputs.items():
+        for dim, axis in spec.axes_for(name).items():
+            if dim >= rank:
+                _refuse(
+                    source,
+                    f"export.dynamic_axes: dimension {dim} ({axis}) of input {name!r} does not "
+                    f"exist: the input has {rank} dimensions (0..{rank - 1}, the batch first)",
+                    overrides,
+                )
+    if get_adapter(recipe.model.framework).keeps_file_shapes:
+        return  # a brought file keeps its dims; export.make_batch_dynamic rewrites a fixed batch
+    unbatched = [name for name in inputs if 0 not in spec.axes_for(name)]
+    if unbatched:
+        _refuse(
+            source,
+            f"export.dynamic_axes: input {unbatched[0]!r} has no dynamic batch (dimension 0), so "
+            "the export would fix its batch at the export example's size and the benchmark's "
+            f"batch sizes could not run; expected dimension 0 for every input ({shown}), e.g. "
+            "{0: batch}",
+            overrides,
+        )
 
 
 def _check_task(recipe: Recipe, splits: Any, source: str, overrides: Any) -> None:

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # Set by the CLI when it runs its own temporary Prefect server (no UI, gone after the run).
@@ -53,13 +54,36 @@ def tied_command(command: list[str] | tuple[str, ...]) -> list[str]:
 
 
 class TiedServer:
-    """A local server process that dies with this one; stopped gracefully on a normal exit."""
+    """A local server process that dies with this one; stopped gracefully on a normal exit.
 
-    def __init__(self, command: list[str], health_url: str, env: dict[str, str]) -> None:
+    It runs in a session (and process group) of its own: a signal sent to this process's group,
+    as a terminal sends Ctrl-C or a supervisor sends SIGTERM, reaches this process only, which
+    ends its work while the server still answers; the server then dies with it.
+    """
+
+    def __init__(
+        self, command: list[str], health_url: str, env: dict[str, str], umask: int = -1
+    ) -> None:
         import subprocess
 
         self.health_url = health_url
-        self.process = subprocess.Popen(tied_command(command), env=env)
+        self.stopping = False
+        self.process = subprocess.Popen(
+            tied_command(command), env=env, start_new_session=True, umask=umask
+        )
+
+    def watch(self, on_exit: Callable[[int], None], interval_s: float = 0.5) -> threading.Thread:
+        """A daemon thread that calls `on_exit(returncode)` if the server exits before `stop`."""
+
+        def wait() -> None:
+            while self.process.poll() is None:
+                time.sleep(interval_s)
+            if not self.stopping:
+                on_exit(self.process.returncode)
+
+        thread = threading.Thread(target=wait, name="onnxforge-server-watch", daemon=True)
+        thread.start()
+        return thread
 
     def wait_healthy(self, timeout_s: float) -> None:
         """Return once `health_url` answers 200; RuntimeError if the process exits or time runs out."""
@@ -84,6 +108,7 @@ class TiedServer:
         """SIGTERM, then SIGKILL after 10 s (idempotent)."""
         import subprocess
 
+        self.stopping = True
         if self.process.poll() is None:
             self.process.terminate()
             try:

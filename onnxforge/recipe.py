@@ -26,11 +26,24 @@ from pydantic import (
 
 from onnxforge.adapters import ADAPTERS, architecture_of, get_adapter
 from onnxforge.errors import RecipeError
-from onnxforge.overrides import apply_overrides, refuse_protected_changes, split_key
+from onnxforge.overrides import (
+    apply_overrides,
+    get_dotted,
+    refuse_lowered_bar,
+    refuse_protected_changes,
+    split_key,
+)
 from onnxforge.overrides import parse_overrides as parse_overrides  # re-exported
 from onnxforge.providers import PROVIDERS, provider_names
-from onnxforge.recipe_yaml import field_parts, leading_field, line_of, load_yaml
-from onnxforge.trust import PROTECTED_MODEL_FIELDS, check_import_path, check_safe_name
+from onnxforge.recipe_yaml import field_parts, leading_field, line_of, read_yaml_file, shown
+from onnxforge.trust import (
+    PROMOTION_BAR,
+    PROTECTED_MODEL_FIELDS,
+    SAME,
+    TOLERANCE_BAR,
+    check_import_path,
+    check_safe_name,
+)
 from onnxforge.variants import VARIANTS, Tolerance, ToleranceOverride
 
 SKLEARN_DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes")
@@ -284,7 +297,9 @@ class ExportSpec(Strict):
     exporter: str | None = None
     fallback: bool = True
     # input dimension -> name, for every input ({0: batch, 1: sequence}), or per input name
-    # ({ids: {0: batch, 1: sequence}, mask: {...}}); each is checked to be symbolic. {} = static.
+    # ({ids: {0: batch, 1: sequence}, mask: {...}}); each is checked to be symbolic. The
+    # preflight checks names and dimensions against the model's inputs and, for an exported
+    # model, requires dimension 0 (the batch) of every input.
     dynamic_axes: (
         dict[Annotated[int, Field(ge=0)], AxisName]
         | dict[str, dict[Annotated[int, Field(ge=0)], AxisName]]
@@ -502,6 +517,12 @@ class Recipe(Strict):
             )
         return self
 
+    def to_data(self) -> dict[str, Any]:
+        """The recipe as JSON data that another process validates back to this recipe: only
+        the values the recipe gave (paths resolved), so a default stays a default there, e.g.
+        int8's `source`, which is checked against the variants only when the recipe names it."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
     def requested_variants(self) -> list[tuple[str, BaseModel]]:
         """(name, settings) of each variant to build after fp32, in registry (build) order."""
         chosen = self.variants.model_dump(by_alias=True, exclude_none=True)
@@ -554,10 +575,48 @@ def _path_fields(model: type[BaseModel], prefix: str) -> list[str]:
 PROTECTED_FIELDS = list(dict.fromkeys([*PROTECTED_MODEL_FIELDS, *_path_fields(Recipe, "")]))
 
 
+def _schema_default(field: str) -> Any:
+    """The schema's default of a dotted field ('register.floor_p_value' -> 0.01)."""
+    model: Any = Recipe
+    *sections, leaf = field.split(".")
+    for part in sections:
+        model = next(f for n, f in model.model_fields.items() if part in (n, f.alias)).annotation
+    return model.model_fields[leaf].get_default(call_default_factory=True)
+
+
+def _usable_bar_value(direction: str, value: Any, default: Any) -> Any:
+    """`value` when it is one the field can hold, else the default (a document not validated on
+    its own, or a field it leaves out)."""
+    if direction == SAME:
+        usable = isinstance(value, (str, int, float))
+    else:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        usable = number or (value is None and default is None)
+    return value if usable else default
+
+
+def promotion_bar(document: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    """The promotion bar a recipe document sets: field -> (direction, value), for every field of
+    onnxforge.trust.PROMOTION_BAR and every variant's effective tolerance (its registered default
+    merged with the fields the document gives), schema defaults filled in."""
+    bar = {}
+    for field, direction in PROMOTION_BAR.items():
+        value = get_dotted(document, field.split("."))
+        bar[field] = (direction, _usable_bar_value(direction, value, _schema_default(field)))
+    for variant, spec in VARIANTS.items():
+        given = get_dotted(document, ["parity", "tolerances", variant])
+        given = given if isinstance(given, dict) else {}
+        default = spec.default_tolerance.model_dump()
+        for name, direction in TOLERANCE_BAR.items():
+            value = _usable_bar_value(direction, given.get(name, default[name]), default[name])
+            bar[f"parity.tolerances.{variant}.{name}"] = (direction, value)
+    return bar
+
+
 def _read_document(path: Path) -> tuple[dict[str, Any], Any]:
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
-    data, node = load_yaml(path.read_text(), str(path))
+    data, node = read_yaml_file(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -569,8 +628,9 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     """Read, override and validate a recipe; any problem raises RecipeError naming file and field.
 
     Overrides are untrusted: one that changes a protected field (PROTECTED_FIELDS) is refused
-    unless ONNXFORGE_TRUSTED_OVERRIDES=1. Values are validated strictly: no bool for a number,
-    no string for a number, no fraction for an integer.
+    unless ONNXFORGE_TRUSTED_OVERRIDES=1, one that loosens the promotion bar (promotion_bar)
+    unless ONNXFORGE_TRUSTED_BAR=1. Values are validated strictly: no bool for a number, no
+    string for a number, no fraction for an integer.
     """
     path = Path(path)
     data, node = _read_document(path)
@@ -578,11 +638,44 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     overridden = apply_overrides(data, overrides, str(path))
     refuse_protected_changes(data, overridden, overrides, PROTECTED_FIELDS, str(path))
     try:
-        return Recipe.model_validate(
-            overridden, strict=True, context={"base_dir": path.parent.resolve()}
-        )
+        recipe = _validate(overridden, path)
     except ValidationError as error:
-        raise RecipeError(describe_validation_error(path, error, node, overrides)) from None
+        message = describe_validation_error(path, error, node, overrides)
+        raise RecipeError(_blame_overrides(message, path, data, overrides)) from None
+    refuse_lowered_bar(promotion_bar(data), promotion_bar(overridden), overrides, str(path))
+    return recipe
+
+
+def _validate(document: dict[str, Any], path: Path) -> Recipe:
+    return Recipe.model_validate(document, strict=True, context={"base_dir": path.parent.resolve()})
+
+
+def _blame_overrides(
+    message: str, path: Path, data: dict[str, Any], overrides: dict[str, Any]
+) -> str:
+    """An error placed on a line of the recipe that the recipe alone does not have came from the
+    overrides (`--set benchmark.providers=[...]` dropping the objective's provider): name the
+    override that causes it on its own, or all of them, instead of the line."""
+    match = re.match(rf"{re.escape(str(path))}:\d+: (.*)", message, re.S)
+    if not overrides or match is None:
+        return message
+    text = match.group(1)
+
+    def gives_it(overrides_: dict[str, Any]) -> bool:
+        try:
+            _validate(apply_overrides(data, overrides_, str(path)), path)
+        except ValidationError as error:
+            return describe_validation_error(path, error) == f"{path}: {text}"
+        except RecipeError:
+            return False
+        return False
+
+    if gives_it({}):
+        return message
+    keys = list(overrides)
+    alone = next((key for key in keys[:20] if gives_it({key: overrides[key]})), None)
+    named = alone or ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+    return f"{path}: override{'' if alone or len(keys) == 1 else 's'} {named}: {text}"
 
 
 def locate(path: Path | str, node: Any, field: str, overrides: dict[str, Any] | None = None) -> str:
@@ -599,7 +692,7 @@ def locate(path: Path | str, node: Any, field: str, overrides: dict[str, Any] | 
 def field_location(path: Path | str, field: str, overrides: dict[str, Any] | None = None) -> str:
     """locate() for a recipe file read again (for errors found after loading, in the preflight)."""
     try:
-        _, node = load_yaml(Path(path).read_text(), str(path))
+        _, node = read_yaml_file(Path(path))
     except (OSError, RecipeError):
         return str(path)
     return locate(path, node, field, overrides)
@@ -637,7 +730,7 @@ def _shown(value: Any) -> str:
     """The offending value as the user wrote it (YAML-ish: true, not True)."""
     if isinstance(value, (bool, type(None))):
         return json.dumps(value)
-    return repr(value)
+    return shown(value)
 
 
 def _allowed_keys(parent_loc: list[str]) -> list[str]:

@@ -138,6 +138,23 @@ def end_orphaned_runs(tracking_uri: str) -> dict[str, str]:
     return ended
 
 
+def end_own_runs(tracking_uri: str, status: str, reason: str) -> list[str]:
+    """End as `status` the RUNNING runs that this process owns; returns their ids."""
+    mlflow_client = client(tracking_uri)
+    tags = owner_tags()
+    query = (
+        f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{tags[HOST_TAG]}' "
+        f"and tags.`{PID_TAG}` = '{tags[PID_TAG]}'"
+    )
+    ended = []
+    for run in _search(mlflow_client, query):
+        if run.data.tags.get(PID_START_TAG) == tags[PID_START_TAG]:  # not an earlier same pid
+            mlflow_client.set_tag(run.info.run_id, ENDED_TAG, reason[:5000])
+            mlflow_client.set_terminated(run.info.run_id, status=status)
+            ended.append(run.info.run_id)
+    return ended
+
+
 def find_flow_run(tracking_uri: str, flow_run_id: str) -> Any | None:
     """The MLflow run that belongs to this Prefect flow run, if one was opened."""
     runs = _search(client(tracking_uri), f"tags.`{FLOW_RUN_TAG}` = '{flow_run_id}'")

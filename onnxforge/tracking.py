@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from onnxforge.errors import UsageError
 from onnxforge.records import Record
 
 STATE_ENV = "ONNXFORGE_HOME"
@@ -31,13 +32,43 @@ def state_dir() -> Path:
 
 
 def resolve_tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI when set, else a SQLite file in the state folder."""
+    """MLFLOW_TRACKING_URI when set, else a SQLite file in the state folder (created 0600)."""
     configured = os.environ.get("MLFLOW_TRACKING_URI")
     if configured:
         return configured
     state = state_dir()
     state.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{state / 'mlflow.db'}"
+    store = state / "mlflow.db"
+    # Created empty (a valid empty SQLite database) and private before MLflow adds its tables;
+    # SQLite gives its journal and WAL files the database file's mode.
+    try:
+        os.close(os.open(store, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    return f"sqlite:///{store}"
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The file of a `sqlite:///` tracking URI (None for any other kind of store)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri[len("sqlite:///") :].split("?", 1)[0])
+
+
+def existing_tracking_uri() -> str:
+    """The tracking URI for the registry commands (pull, verify, promote, rollback), which work on
+    models a run registered: a SQLite store that does not exist is a UsageError naming it, never
+    created empty."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = configured or f"sqlite:///{state_dir() / 'mlflow.db'}"
+    store = sqlite_path(uri)
+    if store is not None and not store.is_file():
+        where = "MLFLOW_TRACKING_URI" if configured else f"{STATE_ENV} ({state_dir()})"
+        raise UsageError(
+            f"no MLflow store at {store} (from {where}): nothing was ever tracked there; "
+            "set MLFLOW_TRACKING_URI to the store or server that holds the model"
+        )
+    return uri
 
 
 # MLflow's HTTP client retries 7 times with backoff factor 2 and a 120 s timeout by default:

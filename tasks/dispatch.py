@@ -55,8 +55,10 @@ def ensure_bench_deployment(pool: str) -> str | None:
             client.read_work_pool(pool)
         except ObjectNotFound:
             return (
-                f"work pool {pool} does not exist on the Prefect server; create it and start a "
-                f"worker there: prefect worker start --pool {pool} --type process"
+                f"work pool {pool} does not exist on the Prefect server; create it (its "
+                "template then lets no job variable through) and start a worker there: "
+                f"python deployments/deploy.py --pool {pool} --pool-only, then prefect worker "
+                f"start --pool {pool}"
             )
         flow_id = client.create_flow_from_name(BENCH_FLOW)
         client.create_deployment(

@@ -87,7 +87,16 @@ class KerasAdapter:
             if Path(model_spec.file).is_dir():
                 return _saved_model(Path(model_spec.file), sample_shape)
             # safe_mode refuses Lambda layers' pickled bytecode: a model file is data, not code
-            return keras.models.load_model(str(model_spec.file), compile=False, safe_mode=True)
+            try:
+                return keras.models.load_model(str(model_spec.file), compile=False, safe_mode=True)
+            except ValueError as error:
+                if "`Lambda` layer" not in str(error):
+                    raise
+                raise ValueError(
+                    "it has a Lambda layer, whose Python code onnxforge does not run (model "
+                    "files load in Keras safe mode: a model file is data, not code); save the "
+                    "model without Lambda layers"
+                ) from None
         from onnxforge.adapters.keras_models import ARCHITECTURES
 
         return ARCHITECTURES[model_spec.architecture](

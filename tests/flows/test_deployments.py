@@ -51,7 +51,7 @@ def test_served_deployments_register_with_utc_schedules_and_a_concurrency_limit(
         assert deployment.parameters == {"recipe_path": spec.recipe_path}
         assert set(deployment.tags) == set(spec.tags)
         assert deployment.description == spec.description
-        assert deployment.global_concurrency_limit.limit == 1
+        assert deployment.global_concurrency_limit is None  # one run per recipe: tasks.locks
         (schedule,) = deployment.schedules
         assert schedule.schedule.cron == spec.cron
         assert schedule.schedule.timezone == "UTC"
@@ -75,7 +75,7 @@ def test_deploy_registers_the_same_deployments_on_a_process_pool(prefect_harness
         assert deployment.work_pool_name == "onnxforge-test-pool"
         assert deployment.entrypoint == "flows/onnx_pipeline.py:onnx_pipeline"
         assert deployment.parameters == {"recipe_path": spec.recipe_path}
-        assert deployment.global_concurrency_limit.limit == 1
+        assert deployment.global_concurrency_limit is None  # one run per recipe: tasks.locks
         # On a pool they all start at once and fan out, bounded by the pool's limit.
         assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == [
             ("0 2 * * *", "UTC")

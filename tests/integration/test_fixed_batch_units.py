@@ -160,9 +160,11 @@ def test_drift_ranking_ignores_tensors_identical_in_both_models() -> None:
 
 
 def test_an_objective_at_a_batch_the_file_refuses_is_refused_before_any_work(
-    models: dict[str, Path], tmp_path: Path
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from onnxforge.preflight import load_and_check
+
+    monkeypatch.setenv("ONNXFORGE_TRUSTED_BAR", "1")  # the objective is the recipe's otherwise
 
     recipe = _recipe(tmp_path, models["safe"])
     at_four = {"benchmark.batch_sizes": "[1, 4]", "register.objective.batch_size": "4"}

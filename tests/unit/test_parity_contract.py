@@ -199,14 +199,17 @@ def test_regression_outputs_get_mae_and_rmse_not_top1(shape: tuple[int, ...]) ->
     assert class_ids.rmse is None and class_ids.top1_agreement is None
 
 
-def test_a_partial_tolerance_override_merges_with_the_default() -> None:
+def test_a_partial_tolerance_override_merges_with_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     recipe = load_recipe(
-        DEFAULT_RECIPE, {"parity.tolerances": "{int8-dynamic: {min_top1_agreement: 0.9}}"}
+        DEFAULT_RECIPE, {"parity.tolerances": "{int8-dynamic: {min_top1_agreement: 0.99}}"}
     )
     default = VARIANTS["int8-dynamic"].default_tolerance
     merged = recipe.tolerance("int8-dynamic")
     assert (
-        merged.min_top1_agreement == 0.9 and merged.min_top1_agreement != default.min_top1_agreement
+        merged.min_top1_agreement == 0.99
+        and merged.min_top1_agreement != default.min_top1_agreement
     )
     assert (merged.atol, merged.mean_atol, merged.scale) == (
         default.atol,
@@ -214,6 +217,7 @@ def test_a_partial_tolerance_override_merges_with_the_default() -> None:
         "spread",
     )
     assert recipe.tolerance("int8-static") == VARIANTS["int8-static"].default_tolerance
+    monkeypatch.setenv("ONNXFORGE_TRUSTED_BAR", "1")  # the scale is the recipe's unless opted in
     absolute = load_recipe(
         DEFAULT_RECIPE, {"parity.tolerances": "{int8-static: {scale: absolute, atol: 0.5}}"}
     ).tolerance("int8-static")

@@ -353,12 +353,12 @@ def test_a_malformed_set_key_is_refused(capsys: pytest.CaptureFixture[str]) -> N
 def test_partial_tolerance_overrides_merge_with_the_defaults(tmp_path: Path) -> None:
     default = VARIANTS["int8-dynamic"].default_tolerance
     from_file = write_recipe(
-        tmp_path, {"parity.tolerances": {"int8-dynamic": {"min_top1_agreement": 0.9}}}
+        tmp_path, {"parity.tolerances": {"int8-dynamic": {"min_top1_agreement": 0.99}}}
     )
-    from_set = {"parity.tolerances.int8-dynamic": "{min_top1_agreement: 0.9}"}
+    from_set = {"parity.tolerances.int8-dynamic": "{min_top1_agreement: 0.99}"}
     for recipe in (load_recipe(from_file), load_recipe(DEFAULT_RECIPE, from_set)):
         merged = recipe.tolerance("int8-dynamic")
-        assert merged.min_top1_agreement == 0.9 != default.min_top1_agreement
+        assert merged.min_top1_agreement == 0.99 != default.min_top1_agreement
         assert (merged.atol, merged.mean_atol, merged.scale) == (
             default.atol,
             default.mean_atol,
