@@ -65,7 +65,9 @@ def evidence(recipe_path: str, rounds: int | None, work: Path) -> dict:
         champions=(champion,),
     )
     rows = with_speedups(pipeline.benchmark(recipe, contenders, "CPUExecutionProvider", data, work))
-    best = best_per_provider(recipe, artifacts, parity, rows)["CPUExecutionProvider"][0]
+    best = best_per_provider(recipe.registry.objective, artifacts, parity, rows)[
+        "CPUExecutionProvider"
+    ][0]
     lines, numbers = [], {}
     for size in recipe.benchmark.batch_sizes:
         mine = next(

@@ -392,7 +392,7 @@ def bench_provider(
     rounds, the framework, interleaved on one provider; the rest are rows with their reasons.
     The baseline's worker reads the splits from `data` (the run's DataRecord), sha256-checked."""
     baseline = None
-    if holds_baseline(recipe, provider):
+    if holds_baseline(recipe.benchmark, provider):
         load = framework_baseline(recipe.to_data(), contenders.trained.checkpoint, data)
         baseline = (baseline_name(recipe.model.framework), load)
     artifacts, champions = list(contenders.artifacts), list(contenders.champions)
@@ -449,15 +449,15 @@ def bench_contenders(
     return rows
 
 
-def baseline_provider(recipe: Recipe) -> str:
+def baseline_provider(spec: BenchmarkSpec) -> str:
     """The provider whose rounds include the framework baseline: CPU when requested."""
-    providers = recipe.benchmark.providers
+    providers = spec.providers
     return "CPUExecutionProvider" if "CPUExecutionProvider" in providers else providers[0]
 
 
-def holds_baseline(recipe: Recipe, provider: str) -> bool:
+def holds_baseline(spec: BenchmarkSpec, provider: str) -> bool:
     """Whether `provider`'s rounds include the framework baseline."""
-    return recipe.benchmark.baseline and provider == baseline_provider(recipe)
+    return spec.baseline and provider == baseline_provider(spec)
 
 
 def benchmark_inputs(data: DataRecord, work_dir: Path) -> Path:

@@ -84,7 +84,9 @@ def evaluate_champions(
             evaluated.append(champion)
             continue
         provider = (
-            parity_provider(recipe, champion.variant) if champion.variant in VARIANTS else None
+            parity_provider(recipe.benchmark, champion.variant)
+            if champion.variant in VARIANTS
+            else None
         )
         try:
             # where this run checks the same kind of variant (an fp16 champion needs a GPU)

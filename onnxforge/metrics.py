@@ -69,9 +69,8 @@ def bench_metrics(rows: list[BenchResult]) -> dict[str, float]:
     return metrics
 
 
-def objective_key(recipe: Any) -> str:
-    """The objective as a name, e.g. `cpu.bs1.p50_ms` or `size_bytes`."""
-    objective = recipe.registry.objective
+def objective_key(objective: Any) -> str:
+    """The objective (register.objective) as a name, e.g. `cpu.bs1.p50_ms` or `size_bytes`."""
     if objective.metric == "size_bytes":
         return "size_bytes"
     return f"{provider_short(objective.provider)}.bs{objective.batch_size}.{objective.metric}"

@@ -19,7 +19,7 @@ from onnxforge.parity_clauses import (
     tolerance_failures,
 )
 from onnxforge.providers import PROVIDERS
-from onnxforge.recipe import Recipe
+from onnxforge.recipe import BenchmarkSpec, Recipe
 from onnxforge.records import ModelArtifact, ParityFailure, ParityResult
 from onnxforge.runtime import make_session
 from onnxforge.scoring import is_class_scores, matches_targets, task_of
@@ -85,11 +85,12 @@ def compare_outputs(
     )
 
 
-def parity_provider(recipe: Recipe, variant: str) -> str | None:
-    """Where a variant's parity is measured: CPU, or for GPU variants the first GPU provider here."""
+def parity_provider(spec: BenchmarkSpec, variant: str) -> str | None:
+    """Where a variant's parity is measured: CPU, or for GPU variants the first of the
+    benchmark's providers here that runs them."""
     if VARIANTS[variant].device == "any":
         return "CPUExecutionProvider"
-    for name in recipe.benchmark.providers:
+    for name in spec.providers:
         spec = PROVIDERS[name]
         if spec.runs_gpu_variants and spec.unavailable_reason() is None:
             return name
@@ -104,7 +105,7 @@ def check_variant(
     reference: list[np.ndarray],
 ) -> ParityResult:
     """Run one variant on its parity provider and hold it to its tolerance."""
-    provider = parity_provider(recipe, artifact.variant)
+    provider = parity_provider(recipe.benchmark, artifact.variant)
     if provider is None:
         return _fail(
             artifact.variant,

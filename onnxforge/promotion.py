@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from onnxforge.metrics import objective_key, provider_short
-from onnxforge.recipe import Recipe
+from onnxforge.recipe import Objective, Recipe, RegisterSpec
 from onnxforge.records import (
     AliasDecision,
     BenchResult,
@@ -46,13 +46,12 @@ def alias_targets(recipe: Recipe) -> list[tuple[str, str]]:
 
 
 def best_per_provider(
-    recipe: Recipe,
+    objective: Objective,
     artifacts: list[ModelArtifact],
     parity: list[ParityResult],
     bench: list[BenchResult],
 ) -> dict[str, tuple[str, float]]:
     """For each benchmarked provider: the passing variant with the lowest objective value."""
-    objective = recipe.registry.objective
     passed = {p.variant for p in parity if p.passed}
     sizes = {a.variant: float(a.size_bytes) for a in artifacts}
     ranked: dict[str, list[tuple[bool, float, str]]] = defaultdict(list)
@@ -78,10 +77,12 @@ def _rows(
     }
 
 
-def _quality_reason(recipe: Recipe, candidate: ParityResult, holder: ChampionRecord) -> str | None:
+def _quality_reason(
+    registry: RegisterSpec, candidate: ParityResult, holder: ChampionRecord
+) -> str | None:
     """Why the candidate is worse than the champion on this run's test split, if it is."""
     theirs = holder.evaluation
-    budget = recipe.registry.champion_accuracy_budget
+    budget = registry.champion_accuracy_budget
     if theirs is None:
         return None
     if candidate.accuracy is not None and theirs.accuracy is not None:
@@ -98,10 +99,10 @@ def _quality_reason(recipe: Recipe, candidate: ParityResult, holder: ChampionRec
 
 
 def _regression_reason(
-    recipe: Recipe, mine: dict, theirs: dict, holder: ChampionRecord
+    registry: RegisterSpec, mine: dict, theirs: dict, holder: ChampionRecord
 ) -> str | None:
     """The candidate is slower than the champion by more than the margin, with confidence."""
-    margin = recipe.registry.regression_margin
+    margin = registry.regression_margin
     slower = []
     for key in sorted(set(mine) & set(theirs)):
         comparison = compare(mine[key], theirs[key])
@@ -118,9 +119,9 @@ def _regression_reason(
 
 
 def _speed_decision(
-    recipe: Recipe, provider: str, mine: dict, theirs: dict, holder: ChampionRecord
+    registry: RegisterSpec, provider: str, mine: dict, theirs: dict, holder: ChampionRecord
 ) -> tuple[bool, str]:
-    objective = recipe.registry.objective
+    objective = registry.objective
     key = (provider, objective.batch_size)
     if key not in mine or key not in theirs:
         return False, f"champion v{holder.version} was not measured on {provider} bs{key[1]}"
@@ -133,7 +134,7 @@ def _speed_decision(
             False,
             f"too noisy to decide against champion v{holder.version}: {describe(comparison)}",
         )
-    needed = 1.0 + recipe.registry.speed_margin
+    needed = 1.0 + registry.speed_margin
     if comparison.low > needed:
         return True, f"faster than champion v{holder.version}: {describe(comparison)}"
     return (
@@ -144,7 +145,7 @@ def _speed_decision(
 
 
 def decide(
-    recipe: Recipe,
+    registry: RegisterSpec,
     provider: str,
     proposed: Candidate,
     holder: ChampionRecord | None,
@@ -171,19 +172,19 @@ def decide(
             f"champion v{holder.version} could not be evaluated on this run's test split "
             f"({holder.reason}); promote by hand",
         )
-    quality = _quality_reason(recipe, candidate_parity, holder)
+    quality = _quality_reason(registry, candidate_parity, holder)
     if quality:
         return False, quality
     mine, theirs = _rows(bench, candidate.variant, "run"), _rows(bench, holder.label, "champion")
-    regression = _regression_reason(recipe, mine, theirs, holder)
+    regression = _regression_reason(registry, mine, theirs, holder)
     if regression:
         return False, regression
-    if recipe.registry.objective.metric == "size_bytes":
+    if registry.objective.metric == "size_bytes":
         champion_size = holder.size_bytes
         if champion_size is not None and candidate.size_bytes < champion_size:
             return True, f"smaller than champion v{holder.version}: {candidate.size_bytes} bytes"
         return False, f"not smaller than champion v{holder.version} ({champion_size} bytes)"
-    return _speed_decision(recipe, provider, mine, theirs, holder)
+    return _speed_decision(registry, provider, mine, theirs, holder)
 
 
 def propose(
@@ -191,7 +192,8 @@ def propose(
 ) -> list[AliasDecision]:
     """One decision per alias (champion, champion-<provider>, challenger); nothing is written."""
     bench = list(evidence.bench)
-    best = best_per_provider(recipe, list(evidence.artifacts), list(evidence.parity), bench)
+    artifacts, parity = list(evidence.artifacts), list(evidence.parity)
+    best = best_per_provider(recipe.registry.objective, artifacts, parity, bench)
     decisions = []
     for alias, provider in alias_targets(recipe):
         holder = next((c for c in evidence.champions if alias in c.aliases), None)
@@ -203,7 +205,7 @@ def propose(
             proposed = Candidate(
                 evidence.artifact(variant), evidence.parity_of(variant), floors.get(variant, ())
             )
-            move, reason = decide(recipe, provider, proposed, holder, bench)
+            move, reason = decide(recipe.registry, provider, proposed, holder, bench)
         decisions.append(
             AliasDecision(
                 alias=alias,
@@ -221,7 +223,7 @@ def propose(
             provider=objective.provider,
             variant=objective.variant,
             move=objective.variant is not None,
-            reason=f"best passing variant by {objective_key(recipe)} on this run",
+            reason=f"best passing variant by {objective_key(recipe.registry.objective)} on this run",
         )
     )
     return decisions

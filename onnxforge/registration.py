@@ -20,7 +20,7 @@ from onnxforge.aliases import MoveNote, all_versions, current_version, move_alia
 from onnxforge.errors import RefusedError
 from onnxforge.metrics import provider_short
 from onnxforge.promotion import CHALLENGER
-from onnxforge.recipe import Recipe
+from onnxforge.recipe import Recipe, RegisterSpec
 from onnxforge.records import AliasDecision, Proposal, Registration, RunEvidence
 from onnxforge.registry import version_tags
 from onnxforge.tracking import RunContext, client
@@ -193,19 +193,19 @@ def recheck(mlflow_client: Any, name: str, decisions: list[AliasDecision]) -> li
 
 
 def registration_record(
-    recipe: Recipe, proposal: Proposal, versions: dict[str, str], model_ids: dict[str, str]
+    registry: RegisterSpec, proposal: Proposal, versions: dict[str, str], model_ids: dict[str, str]
 ) -> Registration:
     """What was registered, and every alias decision with its version filled in."""
-    name = recipe.registry.model_name
+    name = registry.model_name
     floors = proposal.floors
     decisions = [
         d.model_copy(update={"version": versions.get(d.variant or "")}) for d in proposal.decisions
     ]
-    if not recipe.registry.enabled:
+    if not registry.enabled:
         disabled = {"move": False, "reason": "register.enabled is false"}
         decisions = [d.model_copy(update=disabled) for d in decisions]
     champion = decisions[0]
-    if champion.variant is None or not recipe.registry.enabled:
+    if champion.variant is None or not registry.enabled:
         # other providers' candidates may still be registered (champion-<provider>)
         return Registration(
             model_name=name,
@@ -323,7 +323,7 @@ def register_candidates(
     versions (state pending), one log line per step. Aliases do not move here."""
     name = recipe.registry.model_name
     if not recipe.registry.enabled:
-        return registration_record(recipe, proposal, {}, model_ids)
+        return registration_record(recipe.registry, proposal, {}, model_ids)
     mlflow_client = client(context.tracking_uri)
     with timed(log, f"read the versions of {name}"):
         existing = all_versions(mlflow_client, name)
@@ -337,7 +337,7 @@ def register_candidates(
     log(f"registering {name}: {', '.join(tags_for) or 'nothing'}")
     with timed(log, "created the versions"):
         versions = register_versions(name, context, model_ids, tags_for, existing, log)
-    return registration_record(recipe, proposal, versions, model_ids)
+    return registration_record(recipe.registry, proposal, versions, model_ids)
 
 
 def record_best(tracking_uri: str, run_id: str, decisions: list[AliasDecision]) -> None:

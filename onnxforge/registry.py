@@ -139,7 +139,7 @@ def version_tags(
         "producer": artifact.producer,
         "parent": str(artifact.parent),
         **build_tags(artifact),
-        "objective": objective_key(recipe),
+        "objective": objective_key(recipe.registry.objective),
         "source_run_id": context.run_id,
         "flow_run_id": context.flow_run_id,
         "code_commit": git_commit() or "unknown",  # the same commit the run's tag names

@@ -67,7 +67,7 @@ def _dispatched(
     """`provider`'s rounds on a worker of `pool`: files shipped by URI, rows back via MLflow."""
     features = benchmark_inputs(data, Path(context.work_dir))
     trained = contenders.trained
-    with_baseline = holds_baseline(recipe, provider)
+    with_baseline = holds_baseline(recipe.benchmark, provider)
     checkpoint = (trained.checkpoint, trained.checkpoint_sha256) if with_baseline else None
     mlflow_client = client(context.tracking_uri)
     started = time.monotonic()  # shipping the files is part of what dispatching costs

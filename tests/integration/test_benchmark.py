@@ -100,7 +100,9 @@ def test_a_hanging_worker_times_out_and_a_crashing_one_is_crashed(
         ("import time; time.sleep(600)", "timeout"),
         ("import os; os.kill(os.getpid(), 9)", "crashed"),
     ):
-        monkeypatch.setattr(benchmark, "WORKER_COMMAND", (sys.executable, "-c", body))
+        monkeypatch.setattr(
+            benchmark, "worker_command", lambda _python, body=body: (sys.executable, "-c", body)
+        )
         rows = measure_interleaved(
             [_contender("m", model, features)], "CPUExecutionProvider", SPEC, tmp_path / "l"
         )
@@ -121,7 +123,9 @@ def test_a_worker_that_hangs_mid_rounds_is_killed_and_every_batch_size_says_so(
         "sys.stdin.readline(); time.sleep(600)"
     )
     monkeypatch.setattr(benchmark, "SEGMENT_TIMEOUT_S", 2)
-    monkeypatch.setattr(benchmark, "WORKER_COMMAND", (sys.executable, "-c", body))
+    monkeypatch.setattr(
+        benchmark, "worker_command", lambda _python, body=body: (sys.executable, "-c", body)
+    )
     rows = measure_interleaved(
         [_contender("m", model, features)], "CPUExecutionProvider", SPEC, tmp_path / "l"
     )
@@ -141,7 +145,9 @@ def test_a_worker_that_segfaults_mid_rounds_is_crashed_not_unsupported(
         "print('\\n@@onnxforge-bench ' + json.dumps({'ok': True, 'session_ms': 1.0}), flush=True); "
         "sys.stdin.readline(); ctypes.string_at(0)"
     )
-    monkeypatch.setattr(benchmark, "WORKER_COMMAND", (sys.executable, "-c", body))
+    monkeypatch.setattr(
+        benchmark, "worker_command", lambda _python, body=body: (sys.executable, "-c", body)
+    )
     rows = measure_interleaved(
         [_contender("m", model, features)], "CPUExecutionProvider", SPEC, tmp_path / "l"
     )
@@ -196,7 +202,7 @@ def test_a_worker_dies_with_its_parent_when_the_parent_is_killed(tmp_path: Path)
     # A parent that starts a worker the way the harness does (which then sleeps), then waits.
     parent_code = (
         "import sys, time, onnxforge.benchmark as b; "
-        f"b.WORKER_COMMAND = ({sys.executable!r}, '-c', 'import time; time.sleep(600)'); "
+        f"b.worker_command = lambda python: ({sys.executable!r}, '-c', 'import time; time.sleep(600)'); "
         "w = b.Worker(b.Contender('x', 'run', {})); print(w._process.pid, flush=True); "
         "time.sleep(600)"
     )

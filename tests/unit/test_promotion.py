@@ -76,7 +76,7 @@ SAME = (1.0, 1.02, 0.99, 1.01, 1.0, 0.98)
 
 
 def test_no_champion_means_promote(digits_recipe) -> None:
-    assert decide(digits_recipe, CPU, Candidate(artifact(), passed()), None, []) == (
+    assert decide(digits_recipe.registry, CPU, Candidate(artifact(), passed()), None, []) == (
         True,
         "no champion yet",
     )
@@ -84,33 +84,43 @@ def test_no_champion_means_promote(digits_recipe) -> None:
 
 def test_a_floor_blocks_even_a_first_champion(digits_recipe) -> None:
     move, reason = decide(
-        digits_recipe, CPU, Candidate(artifact(), passed(), ("accuracy 0.1 ...",)), None, []
+        digits_recipe.registry,
+        CPU,
+        Candidate(artifact(), passed(), ("accuracy 0.1 ...",)),
+        None,
+        [],
     )
     assert not move and reason.startswith("below a quality floor: accuracy 0.1")
 
 
 def test_faster_with_the_whole_interval_clear_of_the_margin_promotes(digits_recipe) -> None:
     bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SLOW)]
-    move, reason = decide(digits_recipe, CPU, Candidate(artifact(), passed()), champion(), bench)
+    move, reason = decide(
+        digits_recipe.registry, CPU, Candidate(artifact(), passed()), champion(), bench
+    )
     assert move and reason.startswith("faster than champion v3: 2") and "over 6 rounds" in reason
 
 
 def test_a_difference_inside_the_noise_keeps_the_champion(digits_recipe) -> None:
     bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SAME)]
-    move, reason = decide(digits_recipe, CPU, Candidate(artifact(), passed()), champion(), bench)
+    move, reason = decide(
+        digits_recipe.registry, CPU, Candidate(artifact(), passed()), champion(), bench
+    )
     assert not move and reason.startswith("within noise of champion v3")
 
 
 def test_a_noisy_row_decides_nothing(digits_recipe) -> None:
     bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SLOW, noisy=True)]
-    move, reason = decide(digits_recipe, CPU, Candidate(artifact(), passed()), champion(), bench)
+    move, reason = decide(
+        digits_recipe.registry, CPU, Candidate(artifact(), passed()), champion(), bench
+    )
     assert not move and reason.startswith("too noisy to decide")
 
 
 def test_an_accuracy_drop_measured_on_this_split_keeps_the_champion(digits_recipe) -> None:
     bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SLOW)]
     move, reason = decide(
-        digits_recipe,
+        digits_recipe.registry,
         CPU,
         Candidate(artifact(), passed(accuracy=0.95)),
         champion(accuracy=0.97),
@@ -126,27 +136,29 @@ def test_a_regression_on_another_batch_size_keeps_the_champion(digits_recipe) ->
         row("int8-dynamic", "run", SLOW, batch=16),
         row("champion-v3", "champion", FAST, batch=16),
     ]
-    move, reason = decide(digits_recipe, CPU, Candidate(artifact(), passed()), champion(), bench)
+    move, reason = decide(
+        digits_recipe.registry, CPU, Candidate(artifact(), passed()), champion(), bench
+    )
     assert not move and reason.startswith("slower than champion v3 by more than 10%")
     assert "bs16" in reason
 
 
 def test_the_same_file_is_not_a_new_champion(digits_recipe) -> None:
     move, reason = decide(
-        digits_recipe, CPU, Candidate(artifact(sha="b" * 64), passed()), champion(), []
+        digits_recipe.registry, CPU, Candidate(artifact(sha="b" * 64), passed()), champion(), []
     )
     assert not move and reason == "identical to champion v3 (same sha256)"
 
 
 def test_a_tampered_champion_is_replaced(digits_recipe) -> None:
     broken = champion(verified=False, tampered=True, path=None, reason="sha256 mismatch")
-    move, reason = decide(digits_recipe, CPU, Candidate(artifact(), passed()), broken, [])
+    move, reason = decide(digits_recipe.registry, CPU, Candidate(artifact(), passed()), broken, [])
     assert move and "failed verification (sha256 mismatch)" in reason
 
 
 def test_a_champion_with_no_sha256_to_check_needs_a_human(digits_recipe) -> None:
     unknown = champion(verified=False, path=None, reason="expected <no sha256 tag>")
-    move, reason = decide(digits_recipe, CPU, Candidate(artifact(), passed()), unknown, [])
+    move, reason = decide(digits_recipe.registry, CPU, Candidate(artifact(), passed()), unknown, [])
     assert not move and reason.endswith("promote by hand")
 
 
@@ -156,12 +168,15 @@ def test_a_noisy_row_never_picks_the_candidate_over_a_calm_one(digits_recipe) ->
     bench = [row("simplified", "run", SLOW), row("int8-dynamic", "run", FAST, noisy=True)]
     parity = [passed("simplified"), passed("int8-dynamic")]
     artifacts = [artifact("simplified"), artifact("int8-dynamic")]
-    assert best_per_provider(digits_recipe, artifacts, parity, bench)[CPU][0] == "simplified"
+    assert (
+        best_per_provider(digits_recipe.registry.objective, artifacts, parity, bench)[CPU][0]
+        == "simplified"
+    )
 
 
 def test_a_champion_that_cannot_run_on_this_data_needs_a_human(digits_recipe) -> None:
     other = champion(evaluation=None, reason="it does not run on this run's inputs")
-    move, reason = decide(digits_recipe, CPU, Candidate(artifact(), passed()), other, [])
+    move, reason = decide(digits_recipe.registry, CPU, Candidate(artifact(), passed()), other, [])
     assert not move and reason.endswith("promote by hand")
 
 
@@ -200,5 +215,7 @@ def test_a_size_objective_compares_file_sizes(digits_recipe, metric: str) -> Non
             )
         }
     )
-    move, reason = decide(recipe, CPU, Candidate(artifact(size=100), passed()), champion(), [])
+    move, reason = decide(
+        recipe.registry, CPU, Candidate(artifact(size=100), passed()), champion(), []
+    )
     assert move and reason.startswith("smaller than champion v3")
