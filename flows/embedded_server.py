@@ -21,6 +21,7 @@ from onnxforge.procs import EMBEDDED_SERVER_ENV, TiedServer
 
 STARTUP_TIMEOUT_S = 120  # a fresh home runs database migrations first: ~16 s on 2 cores
 EXIT_SERVER_LOST = 1
+SERVER_LOG = "server.log"  # in PREFECT_HOME: the embedded server's stdout and stderr
 
 
 def _free_port() -> int:
@@ -56,30 +57,35 @@ def start_embedded_server() -> TiedServer:
         "PREFECT__SERVER_EPHEMERAL": "1",
         "PREFECT__SERVER_FINAL": "1",
     }
-    _private_database(Path(env["PREFECT_HOME"]) if env.get("PREFECT_HOME") else None)
-    server = TiedServer(command, f"http://127.0.0.1:{port}/api/health", env, umask=0o077)
+    home = Path(env["PREFECT_HOME"]) if env.get("PREFECT_HOME") else Path.home() / ".prefect"
+    _private_database(home)
+    # The server's own output goes to its log, not to the run's console: a server that fails
+    # (a full disk, a locked database) printed hundreds of traceback lines between the run's.
+    health = f"http://127.0.0.1:{port}/api/health"
+    server = TiedServer(command, health, env, umask=0o077, log=home / SERVER_LOG)
     atexit.register(server.stop)  # registered before Prefect's handlers, so it runs after them
     server.wait_healthy(STARTUP_TIMEOUT_S)
-    server.watch(lambda code: _server_lost(server.process.pid, code))
+    server.watch(lambda code: _server_lost(server, code))
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
     os.environ[EMBEDDED_SERVER_ENV] = "1"
     return server
 
 
-def _private_database(home: Path | None) -> None:
+def _private_database(home: Path) -> None:
     """A prefect.db an earlier version left readable by others becomes 0600 (new ones are created
     0600: the server runs with umask 077)."""
-    database = (home or Path.home() / ".prefect") / "prefect.db"
+    database = home / "prefect.db"
     if database.is_file() and database.stat().st_mode & 0o077:
         database.chmod(0o600)
 
 
-def _server_lost(pid: int, returncode: int) -> None:
+def _server_lost(server: TiedServer, returncode: int) -> None:
     """The server died under the run: say so in one line, end this process's MLflow runs FAILED
     and exit, instead of letting every Prefect call retry against a closed port for minutes.
     Children (benchmark workers) die with this process."""
     how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited {returncode}"
-    reason = f"the embedded Prefect server (pid {pid}) {how} mid-run"
+    reason = f"the embedded Prefect server (pid {server.process.pid}) {how} mid-run"
+    reason += f" (its log: {server.log})"
     ended = "MLflow run not ended"
     try:
         from onnxforge.run_lifecycle import end_own_runs

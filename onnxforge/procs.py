@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # Set by the CLI when it runs its own temporary Prefect server (no UI, gone after the run).
@@ -62,15 +63,32 @@ class TiedServer:
     """
 
     def __init__(
-        self, command: list[str], health_url: str, env: dict[str, str], umask: int = -1
+        self,
+        command: list[str],
+        health_url: str,
+        env: dict[str, str],
+        umask: int = -1,
+        log: Path | None = None,
     ) -> None:
         import subprocess
 
         self.health_url = health_url
         self.stopping = False
+        self.log = log
+        output = None
+        if log is not None:  # the server's own output (tracebacks included) goes to its log
+            log.parent.mkdir(parents=True, exist_ok=True)
+            output = log.open("ab")
         self.process = subprocess.Popen(
-            tied_command(command), env=env, start_new_session=True, umask=umask
+            tied_command(command),
+            env=env,
+            start_new_session=True,
+            umask=umask,
+            stdout=output,
+            stderr=output,
         )
+        if output is not None:
+            output.close()  # the child holds its own copy
 
     def watch(self, on_exit: Callable[[int], None], interval_s: float = 0.5) -> threading.Thread:
         """A daemon thread that calls `on_exit(returncode)` if the server exits before `stop`."""
@@ -93,7 +111,10 @@ class TiedServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"local server exited {self.process.returncode} while starting")
+                raise RuntimeError(
+                    f"local server exited {self.process.returncode} while starting"
+                    + (f"; its log: {self.log}" if self.log else "")
+                )
             try:
                 with urllib.request.urlopen(self.health_url, timeout=2) as response:
                     if response.status == 200:

@@ -62,7 +62,8 @@ def test_the_run_ends_within_seconds_with_its_mlflow_run_ended(
         elif fault == "group-sigterm":  # what a terminal or a supervisor sends
             os.killpg(cli.pid, signal.SIGTERM)
         else:
-            (server,) = [p for (p, _), c in seen.items() if "server.api.server:create_app" in c]
+            # read now: a command line first seen mid-exec (the procs wrapper) may be stale
+            (server,) = [p for p in _descendants(cli.pid) if "create_app" in _cmdline(p)]
             os.kill(server, signal.SIGKILL)
         cli.wait(timeout=10)
     finally:
@@ -75,9 +76,13 @@ def test_the_run_ends_within_seconds_with_its_mlflow_run_ended(
     assert run.info.status == status, output[-3000:]
     for store in (home / "mlflow.db", home / "prefect" / "prefect.db"):  # private to the user
         assert stat.S_IMODE(store.stat().st_mode) == 0o600, store
+    # The embedded server's own output goes to its log, never between the run's lines.
+    server_log = home / "prefect" / "server.log"
+    assert server_log.is_file() and "uvicorn" not in output.lower(), output[-2000:]
     if fault == "server-killed":
         after = output.splitlines()[before:]
         assert "Traceback" not in output
+        assert any(f"its log: {server_log}" in line for line in after), after
         assert [line for line in after if line.startswith("error:")] == [
             next(line for line in after if "the embedded Prefect server" in line)
         ]
