@@ -34,7 +34,7 @@ def evidence(recipe_path: str, rounds: int | None, work: Path) -> dict:
     from onnxforge import pipeline
     from onnxforge.promotion import best_per_provider
     from onnxforge.recipe import load_recipe
-    from onnxforge.records import BenchContenders, ChampionRecord
+    from onnxforge.records import ChampionRecord
     from onnxforge.rounds import compare, describe, with_speedups
 
     overrides = {"benchmark.providers": "[CPUExecutionProvider]"}
@@ -59,11 +59,7 @@ def evidence(recipe_path: str, rounds: int | None, work: Path) -> dict:
         verified=True,
         size_bytes=fp32.size_bytes,
     )
-    contenders = BenchContenders(
-        trained=trained,
-        artifacts=tuple(pipeline.passing_artifacts(artifacts, parity)),
-        champions=(champion,),
-    )
+    contenders = pipeline.contenders_of(trained, artifacts, parity, (champion,))
     rows = with_speedups(pipeline.benchmark(recipe, contenders, "CPUExecutionProvider", data, work))
     best = best_per_provider(recipe.registry.objective, artifacts, parity, rows)[
         "CPUExecutionProvider"

@@ -90,7 +90,13 @@ def _registry_parsers(
     pull.add_argument(
         "--provider", help="execution provider; without an alias, pulls champion-<provider>"
     )
-    pull.add_argument("--to", required=True, help="folder to write model.onnx and manifest.json")
+    pull.add_argument(
+        "--to",
+        help=(
+            "folder to write model.onnx and manifest.json (default: pulled/NAME@ALIAS, or "
+            "pulled/NAME@vN, under the working folder: one folder per alias)"
+        ),
+    )
     verify = commands.add_parser(
         "verify", parents=[common], help="check every version's file against its sha256"
     )
@@ -236,13 +242,14 @@ def _registry_command(args: argparse.Namespace) -> int:
 def _pull(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from onnxforge.consumer import pull
+    from onnxforge.consumer import default_folder, pull
     from onnxforge.tracking import existing_tracking_uri
 
-    manifest = pull(existing_tracking_uri(), args.ref, Path(args.to), args.provider)
+    to = Path(args.to) if args.to else default_folder(args.ref, args.provider)
+    manifest = pull(existing_tracking_uri(), args.ref, to, args.provider)
     print(
         f"pulled {manifest['name']} v{manifest['version']} ({manifest['variant']}), "
-        f"sha256 {manifest['sha256']} verified -> {Path(args.to) / 'model.onnx'}"
+        f"sha256 {manifest['sha256']} verified -> {to / 'model.onnx'}"
     )
     return 0
 

@@ -7,8 +7,8 @@ from prefect.runtime import flow_run
 
 from flows.params import DEFAULT_RECIPE, OverrideValue, RecipePath, run_name
 from onnxforge.chatter import route_third_party_output
-from onnxforge.pipeline import build_chain, built_artifacts, passing_artifacts
-from onnxforge.records import BenchContenders, Registration, RunEvidence
+from onnxforge.pipeline import build_chain, built_artifacts, contenders_of
+from onnxforge.records import Registration, RunEvidence
 from tasks.approval import await_approval
 from tasks.benchmark import benchmark_provider, benchmark_report
 from tasks.champions import fetch_champion_versions, score_champions
@@ -64,11 +64,7 @@ def onnx_pipeline(
         artifacts = built_artifacts(builds)
         parity = validate_parity(recipe, trained, artifacts, data, context)
         champions = score_champions(recipe, trained, champions, data)
-        contenders = BenchContenders(
-            trained=trained,
-            artifacts=tuple(passing_artifacts(artifacts, parity)),
-            champions=tuple(champions),
-        )
+        contenders = contenders_of(trained, artifacts, parity, champions)
         bench = []
         for provider in recipe.benchmark.providers:  # the champion runs in the same rounds
             bench += benchmark_provider(recipe, contenders, provider, data, context)

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from onnxforge.onnx_files import write_atomically
+from onnxforge.profiles import labelled
 from onnxforge.records import BenchResult, ParityResult
 
 COLUMNS = (
     "variant",
+    "profile",
     "source",
     "provider",
     "batch_size",
@@ -39,12 +41,12 @@ COLUMNS = (
 
 def bench_table(rows: list[BenchResult], parity: list[ParityResult]) -> list[dict[str, Any]]:
     """One dict per (variant, provider, batch): the numbers, the speedup and the parity status."""
-    status = {p.variant: "pass" if p.passed else "fail" for p in parity}
+    status = {(p.variant, p.profile): "pass" if p.passed else "fail" for p in parity}
     table = []
     for row in rows:
         record = {name: getattr(row, name, None) for name in COLUMNS if name != "parity"}
         record["parity"] = {"framework": "baseline", "champion": "champion"}.get(
-            row.source, status.get(row.variant, "-")
+            row.source, status.get((row.variant, row.profile), "-")
         )
         table.append({name: record[name] for name in COLUMNS})
     return table
@@ -79,12 +81,14 @@ def plot_latency(rows: list[BenchResult], path: Path) -> Path:
     """p50 latency against batch size, one line per (variant, provider)."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    series = sorted({(r.variant, r.provider) for r in rows if r.status == "ok"})
+    series = sorted(
+        {(labelled(r.variant, r.profile), r.provider) for r in rows if r.status == "ok"}
+    )
     for variant, provider in series:
         points = sorted(
             (r.batch_size, r.p50_ms)
             for r in rows
-            if (r.variant, r.provider, r.status) == (variant, provider, "ok")
+            if (labelled(r.variant, r.profile), r.provider, r.status) == (variant, provider, "ok")
         )
         axes.plot(*zip(*points, strict=True), marker="o", label=f"{variant} / {provider}")
     axes.set(xlabel="batch size", ylabel="p50 latency (ms)", title="Latency by batch size")

@@ -205,6 +205,28 @@ def first_output_argmax(request: dict[str, Any]) -> list[int]:
     return np.concatenate(chunks).argmax(axis=1).tolist()
 
 
+def all_outputs(request: dict[str, Any]) -> list[str]:
+    """Every output over the request's features (in the batches the model accepts), written to
+    `request["out"]` as an .npz of arrays "0", "1", ...; returns the output names. What checks
+    parity under a profile in the runtime build that will run it."""
+    import numpy as np
+
+    from onnxforge.batching import run_accepted
+    from onnxforge.inputs import load as load_features
+    from onnxforge.runtime import make_session
+
+    session = make_session(
+        request["path"],
+        request["provider"],
+        request.get("intra_op_threads"),
+        request.get("inter_op_threads", 1),
+        request.get("settings"),
+    )
+    outputs = run_accepted(session, load_features(request["features"]))
+    np.savez(request["out"], **{str(i): output for i, output in enumerate(outputs)})
+    return [output.name for output in session.get_outputs()]
+
+
 def main() -> None:
     """Load the contender named by the first request, then time it whenever asked; end with the
     parent (a SIGKILLed parent must not leave this process measuring)."""
@@ -218,6 +240,13 @@ def main() -> None:
     watch_parent(parent)  # the fallback where PR_SET_PDEATHSIG was not set or was missed
     if sys.argv[1:] == ["--argmax"]:  # score, not time: one request, one reply
         _reply({"ok": True, "argmax": first_output_argmax(json.loads(sys.stdin.readline()))})
+        return
+    if sys.argv[1:] == ["--outputs"]:  # parity under a profile: one request, one reply
+        request = json.loads(sys.stdin.readline())
+        try:
+            _reply({"ok": True, "names": all_outputs(request)})
+        except _tool_errors("onnx") as error:
+            _reply(_failure(error))
         return
     request = json.loads(sys.stdin.readline())["load"]
     try:

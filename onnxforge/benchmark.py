@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,10 @@ from onnxforge.data_record import DataRecord, read_splits
 from onnxforge.errors import StageError
 from onnxforge.inputs import save as save_features
 from onnxforge.machine_lock import lock_path, machine_lock
+from onnxforge.metrics import provider_short
 from onnxforge.onnx_files import write_atomically
 from onnxforge.procs import tied_command
+from onnxforge.profiles import DEFAULT, RuntimeProfile, labelled, profiles_for
 from onnxforge.providers import PROVIDERS
 from onnxforge.recipe import BenchmarkSpec, Recipe
 from onnxforge.records import BenchContenders, BenchResult, ChampionRecord, ModelArtifact
@@ -73,6 +76,12 @@ class Contender:
     load: dict[str, Any]
     size_bytes: int | None = None
     python: str = sys.executable
+    profile: str = DEFAULT  # the runtime profile its session is built with
+
+    @property
+    def key(self) -> str:
+        """Unique among one round's contenders: a variant may be timed under several profiles."""
+        return labelled(self.label, self.profile)
 
 
 def worker_command(python: str) -> tuple[str, ...]:
@@ -193,6 +202,7 @@ class Worker:
 def _base(contender: Contender, provider: str, spec: BenchmarkSpec) -> dict[str, Any]:
     return {
         "variant": contender.label,
+        "profile": contender.profile,
         "provider": "framework" if contender.source == "framework" else provider,
         "source": contender.source,
         "group": provider,
@@ -223,19 +233,19 @@ def _run_rounds(
     refused: dict[str, dict[int, str]] = {}  # batch sizes a contender cannot run, with why
     for contender in contenders:
         base = _base(contender, provider, spec)
-        worker = workers[contender.label] = Worker(contender)
+        worker = workers[contender.key] = Worker(contender)
         try:
             reply = worker.check_bug(worker.ask({"load": contender.load}, LOAD_TIMEOUT_S), provider)
         except WorkerGone as gone:
             reply = {"ok": False, "error": str(gone), "status": gone.status}
         if reply["ok"]:
-            loaded[contender.label] = {"session_ms": reply["session_ms"], **base}
-            refused[contender.label] = {int(s): r for s, r in reply.get("unsupported", {}).items()}
+            loaded[contender.key] = {"session_ms": reply["session_ms"], **base}
+            refused[contender.key] = {int(s): r for s, r in reply.get("unsupported", {}).items()}
             continue
         worker.close()
-        del workers[contender.label]
+        del workers[contender.key]
         for size in spec.batch_sizes:
-            results[(contender.label, size)] = BenchResult(
+            results[(contender.key, size)] = BenchResult(
                 **base,
                 batch_size=size,
                 status=reply.get("status", "unsupported"),
@@ -249,7 +259,7 @@ def _run_rounds(
         asked = {label: worker for label, worker in workers.items() if runs[label]}
         measured = {label: entry for label, entry in loaded.items() if runs[label]}
         results.update(_rounds_for_batch(size, provider, spec, asked, measured, gone))
-    return [results[(c.label, s)] for c in contenders for s in spec.batch_sizes]
+    return [results[(c.key, s)] for c in contenders for s in spec.batch_sizes]
 
 
 def _refused_row(loaded: dict[str, Any], size: int, reason: str) -> BenchResult:
@@ -343,8 +353,15 @@ def contender_argmax(contender: Contender, features: Path, batch_size: int) -> l
     """The argmax of an ONNX contender's first output over `features`, computed in its own
     interpreter with its own session settings (an untimed process of its own)."""
     request = {**contender.load, "features": str(features), "batch_size": batch_size}
+    reply = one_shot(contender, "--argmax", request, "scoring")
+    return reply["argmax"]
+
+
+def one_shot(contender: Contender, mode: str, request: dict[str, Any], what: str) -> dict:
+    """One request to a fresh `bench_worker <mode>` process in the contender's interpreter; its
+    reply, or StageError("benchmark") naming the contender and provider when it failed."""
     result = subprocess.run(
-        tied_command([*worker_command(contender.python), "--argmax"]),
+        tied_command([*worker_command(contender.python), mode]),
         input=json.dumps(request) + "\n",
         capture_output=True,
         text=True,
@@ -355,9 +372,9 @@ def contender_argmax(contender: Contender, features: Path, batch_size: int) -> l
     if result.returncode != 0 or not replies:
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1][:300]
         raise StageError(
-            "benchmark", f"scoring failed: {tail}", contender.label, contender.load["provider"]
+            "benchmark", f"{what} failed: {tail}", contender.label, contender.load["provider"]
         )
-    return json.loads(replies[-1][len(MARKER) :])["argmax"]
+    return json.loads(replies[-1][len(MARKER) :])
 
 
 def not_measured(
@@ -395,8 +412,26 @@ def bench_provider(
     if holds_baseline(recipe.benchmark, provider):
         load = framework_baseline(recipe.to_data(), contenders.trained.checkpoint, data)
         baseline = (baseline_name(recipe.model.framework), load)
-    artifacts, champions = list(contenders.artifacts), list(contenders.champions)
-    return bench_contenders(recipe.benchmark, provider, artifacts, champions, baseline, features)
+    runs = profiled_runs(recipe.benchmark, provider, contenders.artifacts, contenders.passed)
+    champions = list(contenders.champions)
+    return bench_contenders(recipe.benchmark, provider, runs, champions, baseline, features)
+
+
+def profiled_runs(
+    spec: BenchmarkSpec,
+    provider: str,
+    artifacts: Sequence[ModelArtifact],
+    passed: Sequence[tuple[str, str]] = (),
+) -> list[tuple[ModelArtifact, RuntimeProfile]]:
+    """Every (variant, profile) pair timed on `provider`: the profiles that apply to the file
+    there (onnxforge.profiles.profiles_for) among the (variant, profile) pairs that passed
+    parity; `passed` empty: every pair that applies."""
+    return [
+        (artifact, profile)
+        for artifact in artifacts
+        for profile in profiles_for(spec.profiles, artifact.path, provider)
+        if not passed or (artifact.variant, profile.name) in passed
+    ]
 
 
 def framework_baseline(recipe: dict[str, Any], checkpoint: str, data: DataRecord) -> dict[str, Any]:
@@ -412,30 +447,38 @@ def framework_baseline(recipe: dict[str, Any], checkpoint: str, data: DataRecord
 def bench_contenders(
     spec: BenchmarkSpec,
     provider: str,
-    artifacts: list[ModelArtifact],
+    runs: list[tuple[ModelArtifact, RuntimeProfile]],
     champions: list[ChampionRecord],
     baseline: tuple[str, dict[str, Any]] | None,
     features: Path,
 ) -> list[BenchResult]:
-    """`bench_provider` once the baseline, if any, is a (row name, load request) pair."""
+    """`bench_provider` once the (variant, profile) pairs are chosen and the baseline, if any,
+    is a (row name, load request) pair."""
     provider_spec = PROVIDERS[provider]
     unavailable = provider_spec.unavailable_reason()
-    candidates = [(a.variant, "run", a.path, a.size_bytes, a.variant) for a in artifacts]
-    candidates += [
-        (c.label, "champion", c.path, None, c.variant) for c in champions if c.path is not None
+    candidates = [
+        (a.variant, "run", a.path, a.size_bytes, a.variant, p.name, p.settings(), p.python)
+        for a, p in runs
     ]
+    candidates += [_champion_candidate(c, provider) for c in champions if c.path is not None]
     rows: list[BenchResult] = []
     contenders: list[Contender] = []
-    for label, source, path, size, variant in candidates:
+    for label, source, path, size, variant, profile, settings, python in candidates:
         device = VARIANTS[variant].device if variant in VARIANTS else "any"
+        who = (label, source, size)
         if unavailable is not None:
-            rows += not_measured((label, source, size), provider, spec, "skipped", unavailable)
+            rows += _named(not_measured(who, provider, spec, "skipped", unavailable), profile)
         elif not provider_spec.can_run(device):
             reason = f"{variant} is a GPU variant; {provider} has no kernels for it"
-            rows += not_measured((label, source, size), provider, spec, "unsupported", reason)
+            rows += _named(not_measured(who, provider, spec, "unsupported", reason), profile)
+        elif python and not Path(python).is_file():  # a dispatched host may lack the build
+            reason = f"profile {profile}: interpreter {python} is not on this host"
+            rows += _named(not_measured(who, provider, spec, "unsupported", reason), profile)
         else:
-            load = onnx_load(path, provider, spec, features)
-            contenders.append(Contender(label, source, load, size))
+            load = onnx_load(path, provider, spec, features, settings)
+            contenders.append(
+                Contender(label, source, load, size, python or sys.executable, profile)
+            )
     if baseline is not None:
         label, load = baseline
         if unavailable is not None:  # a row all the same: a dispatched provider must cover it
@@ -447,6 +490,29 @@ def bench_contenders(
     if contenders:
         rows += measure_interleaved(contenders, provider, spec, machine_lock_path())
     return rows
+
+
+def _named(rows: list[BenchResult], profile: str) -> list[BenchResult]:
+    return [row.model_copy(update={"profile": profile}) for row in rows]
+
+
+def _champion_candidate(champion: ChampionRecord, provider: str) -> tuple:
+    """A champion is timed under the profile its version was deployed with on `provider`
+    (another runtime build's interpreter only when it is on this host), else ONNX Runtime's
+    defaults."""
+    profile = champion.profiles.get(provider_short(provider), {})
+    python = (profile.get("runtime") or {}).get("python")
+    python = python if python and Path(python).is_file() else None
+    return (
+        champion.label,
+        "champion",
+        champion.path,
+        None,
+        champion.variant,
+        profile.get("name", DEFAULT),
+        profile.get("settings") or {},
+        python,
+    )
 
 
 def baseline_provider(spec: BenchmarkSpec) -> str:

@@ -7,6 +7,7 @@ timed in this run's interleaved rounds.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from onnxforge.aliases import current_version, fetch_verified
@@ -36,6 +37,7 @@ def fetch_champions(recipe: Recipe, tracking_uri: str, work_dir: Path) -> list[C
             "aliases": tuple(dict.fromkeys(aliases)),
             "variant": tags.get("variant", "unknown"),
             "sha256": tags.get("sha256", ""),
+            "profiles": stored_profiles(tags),
         }
         try:
             path = fetch_verified(
@@ -55,6 +57,22 @@ def fetch_champions(recipe: Recipe, tracking_uri: str, work_dir: Path) -> list[C
             )
         )
     return records
+
+
+def stored_profiles(tags: dict[str, str]) -> dict[str, dict]:
+    """provider short name -> the runtime profile a version's `profile.<provider>` tag holds
+    (a tag that is not a JSON object is left out: the champion then runs ONNX Runtime's
+    defaults)."""
+    found = {}
+    for key, value in tags.items():
+        if key.startswith("profile."):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(parsed, dict):
+                found[key.removeprefix("profile.")] = parsed
+    return found
 
 
 def evaluate_champions(

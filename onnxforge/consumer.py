@@ -28,15 +28,24 @@ from onnxforge.aliases import (
     fetch_verified,
     move_alias,
 )
+from onnxforge.deploy_info import CLASS_LABELS_TAG, PREPROCESSING_TAG
 from onnxforge.errors import IntegrityError, RefusedError, UsageError
+from onnxforge.metrics import provider_short
 from onnxforge.promotion import CHAMPION, provider_alias
 from onnxforge.providers import PROVIDERS
 from onnxforge.registration import STATE
 from onnxforge.tracking import client
 
 DEFAULT_ALIAS = CHAMPION
+# profile.<provider short name>: onnxforge.profiles.deployed_profile, JSON
+PROFILE_TAG_PREFIX = "profile."
+NO_PROFILE = (
+    "nothing says how it was measured, so session_from builds ONNX Runtime's default session "
+    "(CPUExecutionProvider unless given a provider)"
+)
 MANIFEST_FILE = "manifest.json"
 PULL_FILES = frozenset({MODEL_FILE, MANIFEST_FILE})
+PULL_ROOT = "pulled"  # default_folder's parent, relative to the working folder
 # MLflow's alias rule (mlflow/utils/validation.py): alphanumerics, '_' and '-'; 'latest' and
 # 'v<N>' are reserved because `models:/NAME@latest` and version URIs mean something else.
 ALIAS_PATTERN = re.compile(r"^[\w-]+$")
@@ -128,10 +137,20 @@ def _by_alias(mlflow_client: Any, name: str, alias: str) -> Any:
 # ---------------------------------------------------------------- pull
 
 
-def pull(tracking_uri: str, ref: str, to: Path, provider: str | None = None) -> dict:
-    """Download, sha256-check and write model.onnx + manifest.json into `to`; returns the manifest."""
+def default_folder(ref: str, provider: str | None = None) -> Path:
+    """Where `pull` writes when no folder is given: `pulled/NAME@ALIAS` (or `pulled/NAME@vN`),
+    relative to the working folder. One folder per alias, so pulls of `champion` and
+    `champion-cpu` never share one; '@' is in neither a model name nor an alias, so two
+    references never map to the same folder."""
     name, alias, version = parse_ref(ref, provider)
-    to = Path(to).expanduser().resolve()
+    return Path(PULL_ROOT) / f"{name}@{alias if alias else f'v{version}'}"
+
+
+def pull(tracking_uri: str, ref: str, to: Path | None = None, provider: str | None = None) -> dict:
+    """Download, sha256-check and write model.onnx + manifest.json into `to` (default:
+    `default_folder(ref, provider)`); returns the manifest."""
+    name, alias, version = parse_ref(ref, provider)
+    to = Path(to if to is not None else default_folder(ref, provider)).expanduser().resolve()
     _check_destination(to)  # before any download
     mlflow_client = client(tracking_uri)
     found = (
@@ -211,17 +230,25 @@ def build_manifest(
     import onnxruntime
 
     tags = dict(version.tags or {})
+    io = model_io(path)
+    profile, profile_note = manifest_profile(version, alias, provider)
     return {
         "name": version.name,
         "version": str(version.version),
         "ref": ref,
-        "alias": alias,
+        "alias": alias,  # the alias this pull resolved (None for NAME/VERSION)
         "aliases": sorted(getattr(version, "aliases", []) or []),
         "variant": tags.get("variant"),
         "provider": tags.get("provider") or provider,
         "sha256": tags.get("sha256"),
         "size_bytes": path.stat().st_size,
-        **model_io(path),
+        **io,
+        # how to build the session that was measured (onnxforge.runtime.session_from builds it)
+        "profile": profile,
+        "profile_note": profile_note,
+        # what to do to raw features before the model sees them, and what class id i means
+        "preprocessing": _preprocessing(version, io["inputs"]),
+        "class_labels": _json_tag(version, CLASS_LABELS_TAG),
         "parity": _numbers(tags, "parity.", strip=True),
         "latency": {**_numbers(tags, "p50_ms."), **_numbers(tags, "bench.")},
         "speedup": {k: v for k, v in tags.items() if k.startswith("speedup.")},
@@ -234,6 +261,79 @@ def build_manifest(
         "state": tags.get(STATE),
         "pulled_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def profile_provider(tags: dict[str, str], alias: str | None, provider: str | None) -> str | None:
+    """The provider whose profile a pull deploys: the alias champion-<p> means p, else
+    `--provider`, else the first provider the version was chosen for (its `provider` tag)."""
+    prefix = f"{CHAMPION}-"
+    if alias and alias.startswith(prefix):
+        short = alias[len(prefix) :]
+        named = [name for name, spec in PROVIDERS.items() if spec.short == short]
+        if named:
+            return named[0]
+    if provider:
+        return provider
+    listed = [p.strip() for p in (tags.get("provider") or "").split(",") if p.strip()]
+    return listed[0] if listed else None
+
+
+def manifest_profile(
+    version: Any, alias: str | None, provider: str | None
+) -> tuple[dict | None, str]:
+    """The version's runtime profile for the pulled provider (its `profile.<short>` tag, written
+    by onnxforge.profiles.deployed_profile), and a note saying where it came from or why there
+    is none (a version registered before runtime profiles, or not chosen for that provider)."""
+    tags = dict(version.tags or {})
+    chosen = profile_provider(tags, alias, provider)
+    number = f"v{version.version}"
+    if chosen is None:
+        return None, (
+            f"none: {number} names no provider (no `provider` tag) and none was asked for; "
+            f"{NO_PROFILE}"
+        )
+    key = f"{PROFILE_TAG_PREFIX}{provider_short(chosen)}"
+    if key not in tags:
+        held = sorted(k for k in tags if k.startswith(PROFILE_TAG_PREFIX))
+        why = (
+            f"it has profiles only for {', '.join(held)}"
+            if held
+            else "it was registered before runtime profiles were recorded"
+        )
+        return None, f"none: {number} has no `{key}` tag for {chosen} ({why}); {NO_PROFILE}"
+    profile = _parsed(version, key, tags[key])
+    if not isinstance(profile, dict) or not isinstance(profile.get("settings", {}), dict):
+        raise RefusedError(
+            f"{version.name} {number}: tag {key} is not a runtime profile object: "
+            f"{tags[key][:200]!r}"
+        )
+    return profile, f"from {number}'s `{key}` tag: the profile it was measured and chosen with"
+
+
+def _parsed(version: Any, key: str, text: str) -> Any:
+    """A JSON tag's value; a refusal naming the version and tag when it is not JSON."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise RefusedError(
+            f"{version.name} v{version.version}: tag {key} is not JSON: {text[:200]!r}"
+        ) from None
+
+
+def _json_tag(version: Any, key: str) -> Any:
+    """A JSON tag's value, or None when the version has no such tag (registered before it)."""
+    text = dict(version.tags or {}).get(key)
+    return None if text is None else _parsed(version, key, text)
+
+
+def _preprocessing(version: Any, inputs: list[dict]) -> dict | None:
+    """The `preprocessing` tag, with the single input's name filled in from the graph."""
+    found = _json_tag(version, PREPROCESSING_TAG)
+    if isinstance(found, dict) and len(inputs) == 1:
+        for entry in found.get("inputs") or []:
+            if isinstance(entry, dict) and entry.get("name") is None:
+                entry["name"] = inputs[0]["name"]
+    return found
 
 
 def model_io(path: Path) -> dict:

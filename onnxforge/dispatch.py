@@ -31,6 +31,7 @@ from onnxforge.benchmark import (
     bench_contenders,
     framework_baseline,
     not_measured,
+    profiled_runs,
 )
 from onnxforge.data_record import DataRecord
 from onnxforge.errors import IntegrityError
@@ -81,6 +82,7 @@ class DispatchRequest(Record):
     artifacts: tuple[ModelArtifact, ...]
     champions: tuple[ChampionRecord, ...]
     features: ShippedFile
+    passed: tuple[tuple[str, str], ...] = ()  # (variant, profile) pairs to time; empty: all
     # An artifact's external-data files: row name -> path relative to the .onnx file -> sha256.
     external_data: dict[str, dict[str, str]] = {}
     # The framework baseline, when these rounds hold it: the recipe as data (by alias:
@@ -144,6 +146,7 @@ class RoundFiles:
     features: Path
     checkpoint: tuple[str, str] | None = None
     data: DataRecord | None = None
+    passed: tuple[tuple[str, str], ...] = ()  # (variant, profile) pairs that passed parity
 
 
 def ship_request(
@@ -167,13 +170,13 @@ def ship_request(
     external_data = {}
     for artifact in artifacts:  # external data keeps its place relative to the .onnx file
         home = Path(artifact.path).parent
-        files = {str(f.relative_to(home)): f for f in external_data_files(artifact.path)}
-        for relative, file in files.items():
+        companions = {str(f.relative_to(home)): f for f in external_data_files(artifact.path)}
+        for relative, file in companions.items():
             subfolder = str(Path(relative).parent).removeprefix(".")
             target = f"{folder}/{artifact.variant}" + (f"/{subfolder}" if subfolder else "")
             mlflow_client.log_artifact(run_id, str(file), target)
-        if files:
-            external_data[artifact.variant] = {r: sha256_of(f) for r, f in files.items()}
+        if companions:
+            external_data[artifact.variant] = {r: sha256_of(f) for r, f in companions.items()}
     shipped_artifacts = tuple(
         a.model_copy(update={"path": ship(a.variant, a.path, a.sha256)}) for a in artifacts
     )
@@ -198,6 +201,7 @@ def ship_request(
         run_id=run_id,
         artifacts=shipped_artifacts,
         champions=shipped_champions,
+        passed=files.passed,
         features=shipped_features,
         external_data=external_data,
         recipe=None if checkpoint is None else recipe.to_data(),
@@ -319,8 +323,9 @@ def measure_request(
             continue
         champions.append(champion.model_copy(update={"path": str(local)}))
     baseline = _baseline(request, fetch, refuse)
+    runs = profiled_runs(request.benchmark, request.provider, artifacts, request.passed)
     rows = bench_contenders(
-        request.benchmark, request.provider, artifacts, champions, baseline, features
+        request.benchmark, request.provider, runs, champions, baseline, features
     )
     return [row.model_copy(update=where) for row in rows] + refused
 

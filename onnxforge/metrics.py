@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from onnxforge.profiles import labelled
 from onnxforge.providers import PROVIDERS
 from onnxforge.records import BenchResult, ParityResult
 
@@ -44,24 +45,28 @@ def provider_short(provider: str) -> str:
 
 
 def parity_metrics(results: list[ParityResult]) -> dict[str, float]:
-    """parity.<variant>.<field> for every measured field, plus parity.<variant>.passed."""
+    """parity.<variant>.<field> for every measured field, plus parity.<variant>.passed; under
+    a runtime profile other than the default the variant is named `<variant>/<profile>`."""
     metrics: dict[str, float] = {}
     for result in results:
-        metrics[f"parity.{result.variant}.passed"] = float(result.passed)
+        named = labelled(result.variant, result.profile)
+        metrics[f"parity.{named}.passed"] = float(result.passed)
         for name in PARITY_FIELDS:
             value = getattr(result, name)
             if value is not None:
-                metrics[f"parity.{result.variant}.{name}"] = value
+                metrics[f"parity.{named}.{name}"] = value
     return metrics
 
 
 def bench_metrics(rows: list[BenchResult]) -> dict[str, float]:
-    """bench.<variant>.<provider>.bs<N>.<field> for every row that ran."""
+    """bench.<variant>.<provider>.bs<N>.<field> for every row that ran (`<variant>/<profile>`
+    under a runtime profile other than the default)."""
     metrics: dict[str, float] = {}
     for row in rows:
         if row.status != "ok":
             continue
-        prefix = f"bench.{row.variant}.{provider_short(row.provider)}.bs{row.batch_size}"
+        named = labelled(row.variant, row.profile)
+        prefix = f"bench.{named}.{provider_short(row.provider)}.bs{row.batch_size}"
         for name in BENCH_FIELDS:
             value = getattr(row, name)
             if value is not None:

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from onnxforge.batching import run_accepted
 from onnxforge.data_record import DataRecord, read_splits
-from onnxforge.inputs import take
+from onnxforge.inputs import Features, take
 from onnxforge.parity_clauses import (
     class_quality,
     degenerate_failures,
@@ -18,13 +20,16 @@ from onnxforge.parity_clauses import (
     structure_failures,
     tolerance_failures,
 )
+from onnxforge.profiles import DEFAULT, RuntimeProfile, labelled, op_types
 from onnxforge.providers import PROVIDERS
 from onnxforge.recipe import BenchmarkSpec, Recipe
 from onnxforge.records import ModelArtifact, ParityFailure, ParityResult
-from onnxforge.runtime import make_session
+from onnxforge.runtime import ProviderRejected, make_session
 from onnxforge.scoring import is_class_scores, matches_targets, task_of
 from onnxforge.tool_errors import ort_errors
 from onnxforge.variants import VARIANTS, Tolerance
+
+PLAIN = RuntimeProfile(name=DEFAULT)  # ONNX Runtime's session as it comes
 
 
 def _fail(variant: str, kind: str, message: str, **numbers: object) -> ParityResult:
@@ -103,23 +108,53 @@ def check_variant(
     features: np.ndarray,
     labels: np.ndarray | None,
     reference: list[np.ndarray],
+    profile: RuntimeProfile = PLAIN,
 ) -> ParityResult:
-    """Run one variant on its parity provider and hold it to its tolerance."""
+    """Run one variant on its parity provider, in a session built by `profile`, and hold it to
+    its tolerance."""
     provider = parity_provider(recipe.benchmark, artifact.variant)
+    named = {"variant": artifact.variant, "profile": profile.name}
     if provider is None:
         return _fail(
-            artifact.variant,
-            "not_run",
-            f"{artifact.variant} is a GPU variant and no requested GPU provider is available",
+            **named,
+            kind="not_run",
+            message=f"{artifact.variant} is a GPU variant and no requested GPU provider is available",
         )
     try:
-        session = make_session(artifact.path, provider)
-        outputs = run_accepted(session, features)  # a fixed batch is fed at the size it declares
-        names = [o.name for o in session.get_outputs()]
+        outputs, names = profile_outputs(artifact, provider, profile, features)
     except ort_errors() as error:  # ORT refused the variant: it fails parity, typed; our bugs raise
-        return _fail(artifact.variant, "not_run", f"could not run on {provider}: {error}")
+        return _fail(**named, kind="not_run", message=f"could not run on {provider}: {error}")
     bar = ParityBar(recipe.tolerance(artifact.variant), recipe.parity.accuracy_drop_budget)
-    return compare_outputs(artifact.variant, reference, outputs, labels, bar, names)
+    result = compare_outputs(artifact.variant, reference, outputs, labels, bar, names)
+    return result.model_copy(update={"profile": profile.name})
+
+
+def profile_outputs(
+    artifact: ModelArtifact, provider: str, profile: RuntimeProfile, features: Features
+) -> tuple[list[np.ndarray], list[str]]:
+    """Every output of `artifact` over `features` and the output names, from a session built by
+    `profile`: here for the pinned build, in the profile's own interpreter for another build."""
+    if profile.python is None:
+        session = make_session(artifact.path, provider, settings=profile.settings())
+        # a fixed batch is fed at the size it declares
+        return run_accepted(session, features), [o.name for o in session.get_outputs()]
+    from onnxforge.benchmark import Contender, one_shot
+    from onnxforge.inputs import save
+
+    with tempfile.TemporaryDirectory(prefix="onnxforge-parity-") as folder:
+        fed, out = Path(folder) / "features.npz", Path(folder) / "outputs.npz"
+        save(features, fed)
+        load = {"path": artifact.path, "provider": provider, "settings": profile.settings()}
+        contender = Contender(
+            labelled(artifact.variant, profile.name), "run", load, None, profile.python
+        )
+        reply = one_shot(
+            contender, "--outputs", {**load, "features": str(fed), "out": str(out)}, "parity"
+        )
+        if not reply["ok"]:
+            raise ProviderRejected(reply["error"])
+        with np.load(out) as arrays:
+            return [arrays[str(i)] for i in range(len(reply["names"]))], reply["names"]
 
 
 def check_all(
@@ -138,10 +173,22 @@ def check_all(
     by_variant = {a.variant: a for a in artifacts}
     results = []
     for artifact in artifacts:
-        result = check_variant(recipe, artifact, splits.x_test, splits.y_test, reference)
-        parent = by_variant.get(artifact.parent or "")
-        if not result.passed and VARIANTS[artifact.variant].quantized and parent is not None:
-            drift = drifting_layers(parent.path, artifact.path, take(splits.x_test, slice(0, 64)))
-            result = result.model_copy(update={"drifting_layers": tuple(drift)})
-        results.append(result)
+        for profile in parity_profiles(recipe.benchmark, artifact):
+            result = check_variant(
+                recipe, artifact, splits.x_test, splits.y_test, reference, profile
+            )
+            parent = by_variant.get(artifact.parent or "")
+            if not result.passed and VARIANTS[artifact.variant].quantized and parent is not None:
+                sample = take(splits.x_test, slice(0, 64))
+                drift = drifting_layers(parent.path, artifact.path, sample)
+                result = result.model_copy(update={"drifting_layers": tuple(drift)})
+            results.append(result)
     return results
+
+
+def parity_profiles(spec: BenchmarkSpec, artifact: ModelArtifact) -> list[RuntimeProfile]:
+    """The profiles a variant's parity is checked under: those the benchmark may time it with
+    (on any of its providers), each applied on the parity provider; at least the plain one."""
+    ops = op_types(artifact.path) if any(p.when_ops for p in spec.profiles) else set()
+    tried = [p for p in spec.profiles if any(p.applies_to(ops, name) for name in spec.providers)]
+    return tried or [PLAIN]

@@ -82,6 +82,22 @@ def passing_artifacts(
     return [artifact for artifact in artifacts if artifact.variant in passed]
 
 
+def contenders_of(
+    trained: TrainResult,
+    artifacts: Sequence[ModelArtifact],
+    parity: Sequence[ParityResult],
+    champions: Sequence[ChampionRecord] = (),
+) -> BenchContenders:
+    """What every provider's rounds time: each (variant, runtime profile) pair that passed
+    parity, the verified champions, and the training behind the framework baseline."""
+    return BenchContenders(
+        trained=trained,
+        artifacts=tuple(passing_artifacts(artifacts, parity)),
+        champions=tuple(champions),
+        passed=tuple((result.variant, result.profile) for result in parity if result.passed),
+    )
+
+
 # The steps, without Prefect ----------------------------------------------------------------
 
 
@@ -183,11 +199,7 @@ def run_local(
     )
     artifacts = built_artifacts(builds)
     parity = check_parity(recipe, trained, artifacts, data)
-    contenders = BenchContenders(
-        trained=trained,
-        artifacts=tuple(passing_artifacts(artifacts, parity)),
-        champions=tuple(champions),
-    )
+    contenders = contenders_of(trained, artifacts, parity, champions)
     bench: list[BenchResult] = []
     for provider in recipe.benchmark.providers:
         bench += benchmark(recipe, contenders, provider, data, work_dir)

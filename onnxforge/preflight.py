@@ -62,6 +62,23 @@ def check_objective_provider(recipe: Recipe, source: str, overrides: Any = None)
         )
 
 
+def check_profiles(recipe: Recipe, source: str, overrides: Any = None) -> None:
+    """Every runtime profile that names another build's interpreter can run it here: the file
+    exists, is executable and imports onnxruntime (what its measuring processes need)."""
+    from onnxforge.profiles import check_interpreter, runtime_build
+
+    for index, profile in enumerate(recipe.benchmark.profiles):
+        field = f"benchmark.profiles[{index}]"
+        problem = check_interpreter(profile, field)
+        if problem is None and profile.python and not runtime_build(profile.python)["onnxruntime"]:
+            problem = (
+                f"{field}.python: {profile.python} cannot import onnxruntime; expected the "
+                "interpreter of an environment with an onnxruntime build (and numpy)"
+            )
+        if problem is not None:
+            _refuse(source, problem, overrides)
+
+
 def check_dispatch_servers(recipe: Recipe, source: str, overrides: Any = None) -> None:
     """A recipe that maps a provider to a pool needs servers a worker on another host can
     reach: an MLflow tracking server and a Prefect server (PREFECT_API_URL, which is also what
@@ -355,6 +372,7 @@ def load_and_check(path: str, overrides: dict[str, Any] | None = None) -> Recipe
     check_home()
     check_objective_provider(recipe, path, overrides)
     check_dispatch_servers(recipe, path, overrides)
+    check_profiles(recipe, path, overrides)
     key = _passed_key(path, recipe)
     if key not in _PASSED:
         check_data_and_model(recipe, path, overrides)

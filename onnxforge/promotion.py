@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from onnxforge.metrics import objective_key, provider_short
+from onnxforge.profiles import DEFAULT, labelled
 from onnxforge.recipe import Objective, Recipe, RegisterSpec
 from onnxforge.records import (
     AliasDecision,
@@ -26,7 +28,8 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 
 @dataclass(frozen=True)
 class Candidate:
-    """A variant proposed for an alias: its file, its parity, and the floors it is below."""
+    """A variant proposed for an alias: its file, its parity (under the runtime profile it was
+    measured with), and the floors it is below."""
 
     artifact: ModelArtifact
     parity: ParityResult
@@ -45,35 +48,70 @@ def alias_targets(recipe: Recipe) -> list[tuple[str, str]]:
     return targets
 
 
+class Pick(NamedTuple):
+    """The (variant, runtime profile) pair proposed on one provider, its objective value, and
+    how noise entered the choice ("" when it did not)."""
+
+    variant: str
+    profile: str
+    value: float
+    note: str = ""
+
+
 def best_per_provider(
     objective: Objective,
     artifacts: list[ModelArtifact],
     parity: list[ParityResult],
     bench: list[BenchResult],
-) -> dict[str, tuple[str, float]]:
-    """For each benchmarked provider: the passing variant with the lowest objective value."""
-    passed = {p.variant for p in parity if p.passed}
+) -> dict[str, Pick]:
+    """For each benchmarked provider: the passing (variant, profile) pair with the lowest
+    objective value, decided by intervals (`_by_intervals`)."""
+    passed = {(p.variant, p.profile) for p in parity if p.passed}
     sizes = {a.variant: float(a.size_bytes) for a in artifacts}
-    ranked: dict[str, list[tuple[bool, float, str]]] = defaultdict(list)
+    ranked: dict[str, list[tuple[float, BenchResult]]] = defaultdict(list)
     for row in bench:
-        if row.source != "run" or row.status != "ok" or row.variant not in passed:
+        if row.source != "run" or row.status != "ok" or (row.variant, row.profile) not in passed:
             continue
         if objective.metric == "size_bytes":
-            value = sizes[row.variant]
+            ranked[row.provider].append((sizes[row.variant], row))
         elif row.batch_size == objective.batch_size:
-            value = float(getattr(row, objective.metric))
-        else:
-            continue
-        ranked[row.provider].append((row.noisy, value, row.variant))
-    # a noisy row is chosen only when every row on that provider is noisy
-    return {provider: (min(rows)[2], min(rows)[1]) for provider, rows in ranked.items()}
+            ranked[row.provider].append((float(getattr(row, objective.metric)), row))
+    return {provider: _by_intervals(rows) for provider, rows in ranked.items()}
+
+
+def _by_intervals(rows: list[tuple[float, BenchResult]]) -> Pick:
+    """The lowest value wins when it is calm. A noisy row with a lower value wins too when its
+    whole interval against the best calm row (same rounds, per-round ratios, bootstrap) is
+    faster: its noise cannot explain the gap. Only when the intervals overlap is it too noisy
+    to decide, and then the calm row is kept. A noisy row's per-round spread is already in its
+    interval, so discarding it outright would let noise pick the slower variant."""
+    value, best = min(rows, key=lambda pair: pair[0])
+    calm = [pair for pair in rows if not pair[1].noisy]
+    if not best.noisy or not calm:
+        return Pick(best.variant, best.profile, value)
+    calm_value, steady = min(calm, key=lambda pair: pair[0])
+    comparison = compare(best, steady)
+    name = labelled(best.variant, best.profile)
+    if comparison is not None and comparison.low > 1.0:
+        note = f"{name} is noisy, yet faster than {labelled(steady.variant, steady.profile)} "
+        return Pick(
+            best.variant,
+            best.profile,
+            value,
+            note + f"over its whole interval: {describe(comparison)}",
+        )
+    shown = describe(comparison) if comparison else "not in the same rounds"
+    note = f"too noisy to decide whether {name} is faster ({shown}); kept the calm row"
+    return Pick(steady.variant, steady.profile, calm_value, note)
 
 
 def _rows(
-    bench: list[BenchResult], variant: str, source: str
+    bench: list[BenchResult], variant: str, source: str, profile: str | None = None
 ) -> dict[tuple[str, int], BenchResult]:
     return {
-        (r.provider, r.batch_size): r for r in bench if r.variant == variant and r.source == source
+        (r.provider, r.batch_size): r
+        for r in bench
+        if r.variant == variant and r.source == source and profile in (None, r.profile)
     }
 
 
@@ -106,9 +144,9 @@ def _regression_reason(
     slower = []
     for key in sorted(set(mine) & set(theirs)):
         comparison = compare(mine[key], theirs[key])
-        if comparison is None or comparison.noisy:
+        if comparison is None:
             continue
-        if comparison.high < 1.0 / (1.0 + margin):
+        if comparison.high < 1.0 / (1.0 + margin):  # the whole interval slower, noisy or not
             slower.append(describe(comparison))
     if not slower:
         return None
@@ -129,14 +167,14 @@ def _speed_decision(
     if comparison is None:
         reason = theirs[key].reason or mine[key].reason
         return False, f"no same-run comparison with champion v{holder.version}: {reason}"
-    if comparison.noisy:
+    needed = 1.0 + registry.speed_margin
+    if comparison.low > needed:  # the whole interval faster: noise cannot explain it
+        return True, f"faster than champion v{holder.version}: {describe(comparison)}"
+    if comparison.noisy and comparison.high > needed:
         return (
             False,
             f"too noisy to decide against champion v{holder.version}: {describe(comparison)}",
         )
-    needed = 1.0 + registry.speed_margin
-    if comparison.low > needed:
-        return True, f"faster than champion v{holder.version}: {describe(comparison)}"
     return (
         False,
         f"within noise of champion v{holder.version}: {describe(comparison)}; "
@@ -175,7 +213,8 @@ def decide(
     quality = _quality_reason(registry, candidate_parity, holder)
     if quality:
         return False, quality
-    mine, theirs = _rows(bench, candidate.variant, "run"), _rows(bench, holder.label, "champion")
+    mine = _rows(bench, candidate.variant, "run", candidate_parity.profile)
+    theirs = _rows(bench, holder.label, "champion")
     regression = _regression_reason(registry, mine, theirs, holder)
     if regression:
         return False, regression
@@ -185,6 +224,13 @@ def decide(
             return True, f"smaller than champion v{holder.version}: {candidate.size_bytes} bytes"
         return False, f"not smaller than champion v{holder.version} ({champion_size} bytes)"
     return _speed_decision(registry, provider, mine, theirs, holder)
+
+
+def _profile_note(pick: Pick) -> str:
+    """What a decision's reason adds about the runtime profile and noise (nothing by default)."""
+    notes = [f"profile {pick.profile}"] if pick.profile != DEFAULT else []
+    notes += [pick.note] if pick.note else []
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def propose(
@@ -198,19 +244,23 @@ def propose(
     for alias, provider in alias_targets(recipe):
         holder = next((c for c in evidence.champions if alias in c.aliases), None)
         against = holder.version if holder else None
-        variant = best[provider][0] if provider in best else None
-        if variant is None:
+        pick = best.get(provider)
+        if pick is None:
             move, reason = False, f"no variant passed parity and was measured on {provider}"
         else:
             proposed = Candidate(
-                evidence.artifact(variant), evidence.parity_of(variant), floors.get(variant, ())
+                evidence.artifact(pick.variant),
+                evidence.parity_of(pick.variant, pick.profile),
+                floors.get(pick.variant, ()),
             )
             move, reason = decide(recipe.registry, provider, proposed, holder, bench)
+            reason += _profile_note(pick)
         decisions.append(
             AliasDecision(
                 alias=alias,
                 provider=provider,
-                variant=variant,
+                variant=pick.variant if pick else None,
+                profile=pick.profile if pick else DEFAULT,
                 against=against,
                 move=move,
                 reason=reason,
@@ -222,6 +272,7 @@ def propose(
             alias=CHALLENGER,
             provider=objective.provider,
             variant=objective.variant,
+            profile=objective.profile,
             move=objective.variant is not None,
             reason=f"best passing variant by {objective_key(recipe.registry.objective)} on this run",
         )

@@ -34,6 +34,7 @@ from onnxforge.overrides import (
     split_key,
 )
 from onnxforge.overrides import parse_overrides as parse_overrides  # re-exported
+from onnxforge.profiles import DEFAULT_PROFILES, RuntimeProfile
 from onnxforge.providers import PROVIDERS, provider_names
 from onnxforge.recipe_yaml import field_parts, leading_field, line_of, read_yaml_file, shown
 from onnxforge.trust import (
@@ -95,6 +96,11 @@ class SplitSpec(Strict):
     seed: int = 0
     # None: inferred from the labels (see onnxforge/datasets.py, inferred_task); `none` drops them
     task_type: Literal[TASK_TYPES] | None = None  # type: ignore[valid-type]
+    # What class id i means, written into the pull manifest; None: a scikit-learn dataset's
+    # target_names, otherwise the ids themselves.
+    class_labels: list[Annotated[str, Field(max_length=256)]] | None = Field(
+        None, min_length=1, max_length=100_000
+    )
 
     def declared_label_free(self) -> bool:
         """The recipe itself says there are no labels (before any file is read)."""
@@ -395,6 +401,26 @@ class BenchmarkSpec(Strict):
     # one that has not finished after `dispatch_timeout_s` in all ends as `timeout`.
     dispatch_start_timeout_s: int = Field(120, ge=1, le=86_400)
     dispatch_timeout_s: int = Field(3600, ge=10, le=86_400)
+    # Runtime profiles every passing variant is timed under (onnxforge/profiles.py): the pinned
+    # runtime as it comes, plus known remedies; an alias moves to a (variant, profile) pair.
+    profiles: list[RuntimeProfile] = Field(
+        default_factory=lambda: list(DEFAULT_PROFILES), min_length=1, max_length=16
+    )
+
+    @model_validator(mode="after")
+    def _unique_profiles(self) -> BenchmarkSpec:
+        names = [profile.name for profile in self.profiles]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"profiles: names must be unique; {', '.join(twice)} repeated")
+        for index, profile in enumerate(self.profiles):
+            for provider in profile.providers:
+                if provider not in PROVIDERS:
+                    raise ValueError(
+                        f"profiles[{index}].providers: unknown provider {provider!r}; "
+                        f"expected one of {', '.join(provider_names())}"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _pools_for_benchmarked_providers(self) -> BenchmarkSpec:
@@ -405,6 +431,19 @@ class BenchmarkSpec(Strict):
                     f"({', '.join(self.providers)}); add it there, or drop its pool"
                 )
         return self
+
+
+class EdgeSpec(Strict):
+    """An edge target: every passing variant is also converted to ONNX Runtime's ORT format
+    (onnxruntime.tools.convert_onnx_models_to_ort), with the operator list of a reduced build, a
+    mobile usability verdict, single-thread latency and peak memory; `champion-edge` goes to
+    the fastest single-thread file whose peak memory fits `memory_budget_mb`."""
+
+    memory_budget_mb: float = Field(256.0, gt=0, le=1_000_000)
+    # Fixed: optimizations applied at conversion (for target_platform); Runtime: saved so that
+    # a minimal build can apply them at load time.
+    optimization_style: Literal["Fixed", "Runtime"] = "Fixed"
+    target_platform: Literal["amd64", "arm"] = "amd64"
 
 
 class Objective(Strict):
@@ -455,6 +494,7 @@ class Recipe(Strict):
     # 'register' would shadow BaseModel's ABC `register`; recipes still spell the section 'register'.
     registry: RegisterSpec = Field(alias="register")
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
+    edge: EdgeSpec | None = None  # declared: an edge bundle per passing variant, champion-edge
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:

@@ -103,10 +103,12 @@ class LayerDrift(Record):
 
 
 class ParityResult(Record):
-    """A variant measured against the source model on the test split."""
+    """A variant measured against the source model on the test split, in a session built by
+    one runtime profile (session options can change numerics)."""
 
     variant: str
     passed: bool
+    profile: str = "default"
     failures: tuple[ParityFailure, ...] = ()
     max_abs_err: float | None = None
     mean_abs_err: float | None = None
@@ -137,6 +139,7 @@ class BenchResult(Record):
     provider: str
     batch_size: int
     status: str
+    profile: str = "default"  # the runtime profile its session was built with
     reason: str = ""
     size_bytes: int | None = None
     intra_op_threads: int | None = None
@@ -159,7 +162,7 @@ class BenchResult(Record):
     rounds: int | None = None
     round_p50_ms: tuple[float, ...] = ()  # this contender's p50 in each interleaved round
     round_cv: float | None = None  # std / mean of round_p50_ms: how much the rounds disagree
-    noisy: bool = False  # round_cv above benchmark.max_cv: shown, never decides a promotion
+    noisy: bool = False  # round_cv above benchmark.max_cv: wins only with its whole interval faster
     # Where it was measured: the host's name, and for a benchmark dispatched to a Prefect work
     # pool the pool and the Prefect worker's name.
     host: str = ""
@@ -178,7 +181,7 @@ class Comparison(Record):
     low: float  # 95% bootstrap interval (resampling rounds)
     high: float
     rounds: int
-    noisy: bool  # either row is noisy: the ratio is shown but decides nothing
+    noisy: bool  # either row is noisy: decides only when the whole interval clears the bar
 
 
 class ChampionRecord(Record):
@@ -194,6 +197,9 @@ class ChampionRecord(Record):
     size_bytes: int | None = None
     reason: str = ""  # why it is not verified, or why it could not be evaluated
     evaluation: ParityResult | None = None  # on this run's test split
+    # provider short name (cpu, cuda) -> the runtime profile it is deployed with there: its
+    # version's `profile.<provider>` tags, as onnxforge.profiles.deployed_profile wrote them
+    profiles: dict[str, dict[str, Any]] = {}
 
     @property
     def label(self) -> str:
@@ -207,6 +213,7 @@ class AliasDecision(Record):
     alias: str  # champion, champion-<provider>, challenger
     provider: str
     variant: str | None  # the candidate; None when no variant passed on this provider
+    profile: str = "default"  # the runtime profile the candidate was measured under
     version: str | None = None  # filled when the candidate is registered
     against: str | None = None  # the version that held the alias when the evidence was taken
     move: bool
@@ -234,6 +241,9 @@ class BenchContenders(Record):
     trained: TrainResult
     artifacts: tuple[ModelArtifact, ...]
     champions: tuple[ChampionRecord, ...] = ()
+    # (variant, runtime profile) pairs that passed parity; empty: every pair the benchmark's
+    # profiles apply to
+    passed: tuple[tuple[str, str], ...] = ()
 
 
 class RunEvidence(Record):
@@ -250,9 +260,9 @@ class RunEvidence(Record):
         """The artifact of one variant."""
         return next(a for a in self.artifacts if a.variant == variant)
 
-    def parity_of(self, variant: str) -> ParityResult:
-        """The parity result of one variant."""
-        return next(p for p in self.parity if p.variant == variant)
+    def parity_of(self, variant: str, profile: str = "default") -> ParityResult:
+        """The parity result of one variant under one runtime profile."""
+        return next(p for p in self.parity if (p.variant, p.profile) == (variant, profile))
 
 
 class Proposal(Record):
@@ -260,3 +270,5 @@ class Proposal(Record):
 
     decisions: tuple[AliasDecision, ...]
     floors: dict[str, tuple[str, ...]] = {}
+    # What every version tells a client (onnxforge.deploy_info): preprocessing, class labels
+    deployment_tags: dict[str, str] = {}

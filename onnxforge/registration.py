@@ -19,13 +19,15 @@ from typing import Any
 from onnxforge.aliases import MoveNote, all_versions, current_version, move_alias
 from onnxforge.errors import RefusedError
 from onnxforge.metrics import provider_short
+from onnxforge.profiles import RuntimeProfile, deployed_profile
 from onnxforge.promotion import CHALLENGER
-from onnxforge.recipe import Recipe, RegisterSpec
+from onnxforge.recipe import BenchmarkSpec, Recipe, RegisterSpec
 from onnxforge.records import AliasDecision, Proposal, Registration, RunEvidence
 from onnxforge.registry import version_tags
 from onnxforge.tracking import RunContext, client
 
 STATE = "onnxforge.state"
+RECONFIRMED = "reconfirmed_by_run"  # the last run whose identical candidate re-confirmed it
 PENDING, DONE, INCOMPLETE = "pending", "done", "incomplete"
 # MLflow keeps a version description in a String(5000) column (model_versions.description);
 # a longer run summary is cut there, with a note (summary.md in the run keeps all of it)
@@ -93,20 +95,54 @@ def candidate_tags(
     }
     tags_for: dict[str, dict[str, str]] = {}
     for variant in dict.fromkeys(d.variant for d in decisions if d.variant):
+        chosen = {d.provider: d.profile for d in decisions if d.variant == variant}
+        first = next(iter(chosen.values()))
+        bench = [  # this variant's rows under the profile each provider chose it with
+            r
+            for r in evidence.bench
+            if r.variant != variant or r.profile == chosen.get(r.provider, first)
+        ]
         tags = version_tags(
             recipe,
             context,
             evidence.artifact(variant),
-            evidence.parity_of(variant),
-            list(evidence.bench),
+            evidence.parity_of(variant, first),
+            bench,
             trained.dataset_hash,
         )
-        chosen_for = [d.provider for d in decisions if d.variant == variant]
-        tags["provider"] = ",".join(dict.fromkeys(chosen_for))
+        tags["provider"] = ",".join(chosen)
         tags["floors"] = "; ".join(floors.get(variant, [])) or "passed"
         tags["checkpoint_sha256"] = trained.checkpoint_sha256
+        tags |= profile_tags(recipe.benchmark, chosen) | proposal.deployment_tags
         tags_for[variant] = {**tags, **best}
     return tags_for
+
+
+def profile_tags(spec: BenchmarkSpec, chosen: dict[str, str]) -> dict[str, str]:
+    """`profile.<provider>`: the runtime profile (onnxforge.profiles.deployed_profile, JSON) a
+    version was measured and chosen with on each provider: what a deployer rebuilds."""
+    by_name = {profile.name: profile for profile in spec.profiles}
+    tags = {}
+    for provider, name in chosen.items():
+        profile = by_name.get(name, RuntimeProfile(name=name))
+        stored = deployed_profile(profile, provider, spec.intra_op_threads, spec.inter_op_threads)
+        tags[f"profile.{provider_short(provider)}"] = json.dumps(stored, sort_keys=True)
+    return tags
+
+
+def identical_versions(existing: list[Any], tags_for: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """variant -> a finished version of an earlier run with the same file (sha256) and the same
+    runtime profiles: registering it again would make a twin, so the run re-confirms it."""
+    found = {}
+    for variant, tags in tags_for.items():
+        deployed = {k: v for k, v in tags.items() if k.startswith("profile.")}
+        for version in sorted(existing, key=lambda v: int(v.version), reverse=True):
+            theirs = version.tags
+            same = theirs.get("sha256") == tags["sha256"] and theirs.get(STATE) == DONE
+            if same and all(theirs.get(k) == v for k, v in deployed.items()):
+                found[variant] = version
+                break
+    return found
 
 
 def register_versions(
@@ -140,10 +176,19 @@ def register_versions(
             if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                 raise
     versions = {}
+    twins = identical_versions(
+        [v for v in existing if v.tags.get("source_run_id") != context.run_id], tags_for
+    )
     for variant, tags in tags_for.items():
         if variant in mine:  # a retried task: the version exists, do not make a twin
             versions[variant] = mine[variant]
             log(f"{name} v{mine[variant]} ({variant}) exists from this run's earlier try")
+            continue
+        if variant in twins:  # the same file and profile: re-confirmed, not registered again
+            version = str(twins[variant].version)
+            versions[variant] = version
+            mlflow_client.set_model_version_tag(name, version, RECONFIRMED, context.run_id)
+            log(f"{name} v{version} ({variant}) re-confirmed: the same sha256 and profile")
             continue
         created = mlflow_client.create_model_version(
             name,
@@ -252,7 +297,13 @@ def finalize(
     name = registration.model_name
     if len(description) > DESCRIPTION_LIMIT:
         description = description[: DESCRIPTION_LIMIT - 40] + "\n\n(cut; summary.md has it all)"
+    created = {}  # variant -> version this run created; the others are re-confirmed ones
     for variant, version in registration.versions.items():
+        tags = mlflow_client.get_model_version(name, version).tags
+        if tags.get("source_run_id") != context.run_id:  # keeps its own run's description
+            mlflow_client.set_tag(context.run_id, f"reconfirmed.{variant}", f"v{version}")
+            continue
+        created[variant] = version
         with timed(log, f"{name} v{version}: promotion tag and description written"):
             mlflow_client.set_model_version_tag(
                 name, version, "promotion", promotion_text(registration, variant)
@@ -260,9 +311,9 @@ def finalize(
             mlflow_client.update_model_version(name, version, description=description)
     with timed(log, "aliases moved"):
         moved = _move_aliases(mlflow_client, registration, by, context.run_id)
-    for version in registration.versions.values():
+    for version in created.values():
         mlflow_client.set_model_version_tag(name, version, STATE, DONE)
-    log(f"{name} versions {', '.join(registration.versions.values())}: state done")
+    log(f"{name} versions {', '.join(created.values()) or 'none new'}: state done")
     return moved
 
 

@@ -90,7 +90,10 @@ def _signature(artifacts: list[ModelArtifact], example: Any) -> tuple[Any, Any]:
     fixed = session_batch(session)  # a file with a fixed batch gets an example of that size
     example = tile(example, fixed) if fixed is not None else example
     feed = named(example, input_names(session))
-    example = feed if len(feed) > 1 else example  # several inputs: the signature names them
+    # Always by name: with an unnamed signature `mlflow models serve` answers HTTP 400
+    # ("un-named model signature") to {"inputs": {"<input name>": ...}}, the name the pull
+    # manifest gives; named, both that and a plain nested list ({"inputs": [[...]]}) work.
+    example = feed
     outputs = session.run(None, feed)
     output_names = [o.name for o in session.get_outputs()]
     signature = infer_signature(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from onnxforge.profiles import DEFAULT, labelled
 from onnxforge.records import (
     BenchResult,
     OutputParity,
@@ -52,7 +53,7 @@ def summary_markdown(
 ) -> str:
     """Variant by provider: size, parity and p50 per batch size, then what was registered."""
     providers = sorted({row.provider for row in bench})
-    parity_by_variant = {p.variant: p for p in parity}
+    parity_of = {(p.variant, p.profile): p for p in parity}
     lines = [
         "# onnxforge run summary",
         "",
@@ -66,14 +67,17 @@ def summary_markdown(
                 + " - |" * len(providers)
             )
             continue
-        cells = [
-            _bench_cell([r for r in bench if r.variant == build.variant and r.provider == p])
-            for p in providers
-        ]
-        lines.append(
-            f"| {build.variant} | {build.artifact.size_bytes} | "
-            f"{_parity_cell(parity_by_variant.get(build.variant))} | " + " | ".join(cells) + " |"
-        )
+        # one line per runtime profile the variant's parity was checked under
+        profiles = [p for v, p in parity_of if v == build.variant] or [DEFAULT]
+        for profile in profiles:
+            mine = [r for r in bench if (r.variant, r.profile) == (build.variant, profile)]
+            cells = [_bench_cell([r for r in mine if r.provider == p]) for p in providers]
+            lines.append(
+                f"| {labelled(build.variant, profile)} | {build.artifact.size_bytes} | "
+                f"{_parity_cell(parity_of.get((build.variant, profile)))} | "
+                + " | ".join(cells)
+                + " |"
+            )
     for variant in sorted({r.variant for r in bench if r.source in ("framework", "champion")}):
         rows = [r for r in bench if r.variant == variant]
         role = "baseline" if rows[0].source == "framework" else "current, this run's rounds"
@@ -129,13 +133,14 @@ def _build_notes(builds: list[VariantBuild]) -> list[str]:
 
 def _noise_note(bench: list[BenchResult]) -> list[str]:
     noisy = [
-        f"{r.variant} {r.provider} bs{r.batch_size} (round cv {r.round_cv:.2f})"
+        f"{labelled(r.variant, r.profile)} {r.provider} bs{r.batch_size} (round cv {r.round_cv:.2f})"
         for r in bench
         if r.noisy
     ]
     if not noisy:
         return []
-    return ["", "Noisy rows (flagged; they decide no promotion): " + ", ".join(noisy)]
+    rule = "flagged; such a row wins only when its whole interval is faster"
+    return ["", f"Noisy rows ({rule}): " + ", ".join(noisy)]
 
 
 def _comparisons(bench: list[BenchResult], registration: Registration) -> list[str]:
@@ -145,7 +150,8 @@ def _comparisons(bench: list[BenchResult], registration: Registration) -> list[s
     candidate = registration.variant
     if candidate is None:
         return []
-    mine = [r for r in bench if r.variant == candidate and r.source == "run"]
+    profile = registration.decisions[0].profile if registration.decisions else DEFAULT
+    mine = [r for r in bench if (r.variant, r.profile, r.source) == (candidate, profile, "run")]
     others = [r for r in bench if r.source in ("champion", "framework")]
     lines = []
     for row in mine:
@@ -154,7 +160,7 @@ def _comparisons(bench: list[BenchResult], registration: Registration) -> list[s
                 continue
             comparison = compare(row, other)
             if comparison is not None:
-                lines.append(f"- {candidate} vs {other.variant}: {describe(comparison)}")
+                lines.append(f"- {comparison.contender} vs {other.variant}: {describe(comparison)}")
     if not lines:
         return []
     header = (
@@ -169,7 +175,7 @@ def _failure_details(parity: list[ParityResult]) -> list[str]:
     for result in parity:
         if result.passed:
             continue
-        lines += ["", f"**{result.variant}** failed parity:"]
+        lines += ["", f"**{labelled(result.variant, result.profile)}** failed parity:"]
         lines += [f"- {_output_errors(o)}" for o in result.per_output]
         if result.drifting_layers:
             lines.append(

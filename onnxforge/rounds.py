@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxforge.profiles import labelled
 from onnxforge.records import BenchResult, Comparison
 
 BOOTSTRAP_SAMPLES = 2000
@@ -62,8 +63,8 @@ def compare(contender: BenchResult, reference: BenchResult) -> Comparison | None
     return Comparison(
         provider=contender.provider,
         batch_size=contender.batch_size,
-        contender=contender.variant,
-        reference=reference.variant,
+        contender=labelled(contender.variant, contender.profile),
+        reference=labelled(reference.variant, reference.profile),
         ratio=ratio,
         low=low,
         high=high,

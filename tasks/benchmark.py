@@ -14,6 +14,7 @@ from onnxforge.data_record import DataRecord
 from onnxforge.dispatch import RoundFiles, ship_request, where_measured
 from onnxforge.metrics import bench_metrics
 from onnxforge.pipeline import benchmark
+from onnxforge.profiles import labelled
 from onnxforge.recipe import Recipe
 from onnxforge.records import BenchContenders, BenchResult, ParityResult
 from onnxforge.rounds import with_speedups
@@ -40,14 +41,16 @@ def benchmark_provider(
             rows = benchmark(recipe, contenders, provider, data, Path(context.work_dir))
         rows = [row.model_copy(update=where_measured()) for row in rows]
     # One line per contender, not per batch size: the reason is the same for each.
-    for variant, status, reason in dict.fromkeys((r.variant, r.status, r.reason) for r in rows):
+    named = ((labelled(r.variant, r.profile), r.status, r.reason) for r in rows)
+    for variant, status, reason in dict.fromkeys(named):
         if status != "ok":
             get_run_logger().warning("%s on %s: %s (%s)", variant, provider, status, reason)
     for row in rows:
         if row.noisy:
             get_run_logger().warning(
-                "%s on %s bs%d is noisy (round cv %.2f > %.2f): it decides nothing",
-                row.variant,
+                "%s on %s bs%d is noisy (round cv %.2f > %.2f): it wins only where its whole "
+                "interval is faster",
+                labelled(row.variant, row.profile),
                 provider,
                 row.batch_size,
                 row.round_cv,
@@ -72,7 +75,7 @@ def _dispatched(
     mlflow_client = client(context.tracking_uri)
     started = time.monotonic()  # shipping the files is part of what dispatching costs
     artifacts, champions = list(contenders.artifacts), list(contenders.champions)
-    files = RoundFiles(artifacts, champions, features, checkpoint, data)
+    files = RoundFiles(artifacts, champions, features, checkpoint, data, contenders.passed)
     request = ship_request(recipe, provider, pool, files, mlflow_client, context.run_id)
     spec = recipe.benchmark
     get_run_logger().info("benchmark on %s dispatched to work pool %s", provider, pool)

@@ -10,6 +10,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from onnxforge.data_record import DataRecord, read_splits
+from onnxforge.deploy_info import deployment_tags
 from onnxforge.floors import floor_failures
 from onnxforge.inputs import take
 from onnxforge.machine_lock import lock_path as machine_lock_path
@@ -72,7 +73,8 @@ def propose_promotion(
     for d in decisions:
         verdict = "would move" if d.move else "stays"
         get_run_logger().info("%s -> %s: %s (%s)", d.alias, d.variant, verdict, d.reason)
-    return Proposal(decisions=tuple(decisions), floors=floors)
+    deployment = deployment_tags(recipe.dataset, data.num_classes)
+    return Proposal(decisions=tuple(decisions), floors=floors, deployment_tags=deployment)
 
 
 @task(name="register", cache_policy=NO_CACHE, **MLFLOW_IO_RETRIES)

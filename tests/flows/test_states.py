@@ -245,7 +245,9 @@ def _kill_while_measuring(tmp_path: Path, sig: int) -> Path:
         for pid in _descendants(cli.pid):
             identity = _identity(pid)
             if identity:
-                seen.setdefault(identity, _cmdline(pid))
+                # The latest command line: a first sighting between fork and exec shows the
+                # parent's, and exec keeps the pid and start time.
+                seen[identity] = _cmdline(pid) or seen.get(identity, "")
 
     def measuring() -> bool:
         assert cli.poll() is None, (tmp_path / "cli.log").read_text()[-3000:]

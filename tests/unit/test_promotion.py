@@ -73,6 +73,7 @@ def row(variant: str, source: str, rounds: tuple[float, ...], batch: int = 1, no
 FAST = (1.0, 1.1, 0.9, 1.0, 1.05, 0.95)
 SLOW = (2.0, 2.1, 1.9, 2.0, 2.05, 1.95)
 SAME = (1.0, 1.02, 0.99, 1.01, 1.0, 0.98)
+SWINGING = (1.0, 3.0, 0.9, 2.9, 1.1, 3.1)  # twice as slow in half the rounds: round cv ~0.5
 
 
 def test_no_champion_means_promote(digits_recipe) -> None:
@@ -109,8 +110,17 @@ def test_a_difference_inside_the_noise_keeps_the_champion(digits_recipe) -> None
     assert not move and reason.startswith("within noise of champion v3")
 
 
-def test_a_noisy_row_decides_nothing(digits_recipe) -> None:
+def test_a_noisy_row_whose_whole_interval_is_faster_still_decides(digits_recipe) -> None:
+    # The rule by intervals: per-round noise is already inside the bootstrap interval.
     bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SLOW, noisy=True)]
+    move, reason = decide(
+        digits_recipe.registry, CPU, Candidate(artifact(), passed()), champion(), bench
+    )
+    assert move and reason.startswith("faster than champion v3") and "(noisy)" in reason
+
+
+def test_too_noisy_to_decide_only_when_the_interval_straddles_the_margin(digits_recipe) -> None:
+    bench = [row("int8-dynamic", "run", FAST), row("champion-v3", "champion", SWINGING, noisy=True)]
     move, reason = decide(
         digits_recipe.registry, CPU, Candidate(artifact(), passed()), champion(), bench
     )
@@ -162,16 +172,43 @@ def test_a_champion_with_no_sha256_to_check_needs_a_human(digits_recipe) -> None
     assert not move and reason.endswith("promote by hand")
 
 
-def test_a_noisy_row_never_picks_the_candidate_over_a_calm_one(digits_recipe) -> None:
+def test_a_noisy_row_with_its_whole_interval_faster_is_picked(digits_recipe) -> None:
     from onnxforge.promotion import best_per_provider
 
     bench = [row("simplified", "run", SLOW), row("int8-dynamic", "run", FAST, noisy=True)]
     parity = [passed("simplified"), passed("int8-dynamic")]
     artifacts = [artifact("simplified"), artifact("int8-dynamic")]
-    assert (
-        best_per_provider(digits_recipe.registry.objective, artifacts, parity, bench)[CPU][0]
-        == "simplified"
-    )
+    pick = best_per_provider(digits_recipe.registry.objective, artifacts, parity, bench)[CPU]
+    assert pick.variant == "int8-dynamic" and "over its whole interval" in pick.note
+
+
+def test_a_noisy_row_inside_the_calm_ones_interval_keeps_the_calm_row(digits_recipe) -> None:
+    from onnxforge.promotion import best_per_provider
+
+    calm = (1.2, 1.21, 1.19, 1.2, 1.22, 1.18)
+    bench = [row("simplified", "run", calm), row("int8-dynamic", "run", SWINGING, noisy=True)]
+    bench[1] = bench[1].model_copy(update={"p50_ms": 1.05})  # lower point estimate, wide rounds
+    parity = [passed("simplified"), passed("int8-dynamic")]
+    artifacts = [artifact("simplified"), artifact("int8-dynamic")]
+    pick = best_per_provider(digits_recipe.registry.objective, artifacts, parity, bench)[CPU]
+    assert pick.variant == "simplified" and pick.note.startswith("too noisy to decide")
+
+
+def test_the_pick_names_its_runtime_profile(digits_recipe) -> None:
+    from onnxforge.promotion import best_per_provider
+
+    remedy = row("int8-dynamic", "run", FAST).model_copy(update={"profile": "no-skiplayernorm"})
+    bench = [row("int8-dynamic", "run", SLOW), remedy]
+    parity = [passed(), passed().model_copy(update={"profile": "no-skiplayernorm"})]
+    pick = best_per_provider(digits_recipe.registry.objective, [artifact()], parity, bench)[CPU]
+    assert (pick.variant, pick.profile) == ("int8-dynamic", "no-skiplayernorm")
+    # a profile the variant failed parity under is never picked, however fast
+    failing = [
+        passed(),
+        ParityResult(variant="int8-dynamic", passed=False, profile="no-skiplayernorm"),
+    ]
+    pick = best_per_provider(digits_recipe.registry.objective, [artifact()], failing, bench)[CPU]
+    assert pick.profile == "default"
 
 
 def test_a_champion_that_cannot_run_on_this_data_needs_a_human(digits_recipe) -> None:
