@@ -13,6 +13,7 @@ from tasks.approval import await_approval
 from tasks.benchmark import benchmark_provider, benchmark_report
 from tasks.champions import fetch_champion_versions, score_champions
 from tasks.data import materialize_data
+from tasks.edge import edge_bundles
 from tasks.export import export
 from tasks.hooks import MLFLOW_RUN_HOOKS
 from tasks.locks import one_run_per_recipe
@@ -69,12 +70,14 @@ def onnx_pipeline(
         for provider in recipe.benchmark.providers:  # the champion runs in the same rounds
             bench += benchmark_provider(recipe, contenders, provider, data, context)
         bench = benchmark_report(recipe, bench, parity, context)
+        bundles = edge_bundles(recipe, contenders, data, context) if recipe.edge else []
         evidence = RunEvidence(
             trained=trained,
             artifacts=tuple(artifacts),
             parity=tuple(parity),
             bench=tuple(bench),
             champions=tuple(champions),
+            edge=tuple(bundles),
         )
         model_ids = log_models(evidence, data, context)
         proposal = propose_promotion(recipe, evidence, data, context)

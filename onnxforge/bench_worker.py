@@ -23,6 +23,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 MARKER = "@@onnxforge-bench "
@@ -40,8 +41,32 @@ def _refusing(reason: str) -> Callable[[], Any]:
     return call
 
 
+def _status_mb(field: str) -> float | None:
+    """A memory figure of this process from Linux /proc/self/status, in MB (None elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return None
+
+
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory: VmHWM, which starts afresh at exec. Not
+    ru_maxrss: Linux carries it over from the parent through fork and exec, so a worker
+    started by a flow that imported torch reads the flow's ~800 MB peak."""
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def _current_rss_mb() -> float:
+    """Resident memory now (VmRSS), else the peak so far: where the session's own peak is
+    measured from (imports free memory, so the peak before loading can sit above it)."""
+    current = _status_mb("VmRSS")
+    return current if current is not None else _peak_rss_mb()
 
 
 def _onnx_calls(request: dict[str, Any], batches: dict[int, Any]) -> dict[int, Callable[[], Any]]:
@@ -101,7 +126,7 @@ def load(
 
     features = load_features(request["features"])
     batches = {size: tile(features, size) for size in request["batch_sizes"]}
-    rss_before = _peak_rss_mb()
+    rss_before = _current_rss_mb()
     started = time.perf_counter()
     make_calls = _framework_calls if request["kind"] == "framework" else _onnx_calls
     calls = make_calls(request, batches)

@@ -13,7 +13,7 @@ from pathlib import Path
 from onnxforge.aliases import current_version, fetch_verified
 from onnxforge.data_record import DataRecord
 from onnxforge.errors import IntegrityError, Sha256Mismatch
-from onnxforge.promotion import alias_targets
+from onnxforge.promotion import fetched_aliases
 from onnxforge.recipe import Recipe
 from onnxforge.records import ChampionRecord
 from onnxforge.tracking import client
@@ -25,7 +25,7 @@ def fetch_champions(recipe: Recipe, tracking_uri: str, work_dir: Path) -> list[C
     mlflow_client = client(tracking_uri)
     name = recipe.registry.model_name
     holders: dict[str, tuple[object, list[str]]] = {}
-    for alias, _ in alias_targets(recipe):
+    for alias, _ in fetched_aliases(recipe):
         version = current_version(mlflow_client, name, alias)
         if version is not None:
             holders.setdefault(str(version.version), (version, []))[1].append(alias)

@@ -24,6 +24,7 @@ from onnxforge.records import (
     BenchContenders,
     BenchResult,
     ChampionRecord,
+    EdgeCandidate,
     ModelArtifact,
     ParityResult,
     TrainResult,
@@ -41,6 +42,7 @@ STAGES = (
     "evaluate-champions",
     "benchmark-provider",  # once per provider; the champions run in the same rounds
     "benchmark-report",
+    "edge-bundles",  # recipes with an `edge` section: .ort files, parity, one-thread rows
     "log-models",
     "propose-promotion",
     "register",  # inside the registry lock, with the summary and the alias moves
@@ -155,6 +157,16 @@ def benchmark(
 
     features = benchmark_inputs(data, work_dir)
     return bench_provider(recipe, provider, contenders, features, data)
+
+
+def edge(
+    recipe: Recipe, contenders: BenchContenders, data: DataRecord, work_dir: Path
+) -> list[EdgeCandidate]:
+    """The edge bundle of every passing variant and of the champion-edge holder's file, with
+    parity and single-thread rows (nothing unless the recipe declares `edge`)."""
+    from onnxforge.edge import edge_candidates
+
+    return edge_candidates(recipe, contenders, data, work_dir)
 
 
 def benchmark_shipped(request: Any, work_dir: Path, tracking_uri: str) -> list[BenchResult]:

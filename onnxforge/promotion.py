@@ -24,6 +24,7 @@ from onnxforge.records import (
 from onnxforge.rounds import compare, describe
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+EDGE_ALIAS = "champion-edge"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,13 @@ class Pick(NamedTuple):
     profile: str
     value: float
     note: str = ""
+
+
+def fetched_aliases(recipe: Recipe) -> list[tuple[str, str]]:
+    """The aliases whose holders a run fetches, verifies and times: alias_targets, and
+    champion-edge for a recipe with an edge target (its file is bundled and timed too)."""
+    edge = [(EDGE_ALIAS, "CPUExecutionProvider")] if recipe.edge is not None else []
+    return alias_targets(recipe) + edge
 
 
 def best_per_provider(
@@ -226,6 +234,61 @@ def decide(
     return _speed_decision(registry, provider, mine, theirs, holder)
 
 
+def edge_decision(
+    recipe: Recipe, evidence: RunEvidence, floors: dict[str, tuple[str, ...]]
+) -> AliasDecision:
+    """champion-edge: the fastest single-thread .ort within the memory budget (onnxforge.edge);
+    it replaces the holder only when the holder's own .ort, timed in the same rounds, is slower
+    by the speed margin with the whole interval, or no longer fits the budget."""
+    from onnxforge.edge import choose_edge
+
+    holder = next((c for c in evidence.champions if EDGE_ALIAS in c.aliases), None)
+    budget = recipe.edge.memory_budget_mb  # type: ignore[union-attr]
+    variant, reason = choose_edge(list(evidence.edge), budget)
+    base = {"alias": EDGE_ALIAS, "provider": "CPUExecutionProvider", "profile": "edge"}
+    base |= {"variant": variant, "against": holder.version if holder else None}
+    if variant is None:
+        return AliasDecision(**base, move=False, reason=reason)
+    floor = floors.get(variant, ())
+    move, why = _edge_move(recipe.registry, evidence, variant, holder, floor, budget)
+    return AliasDecision(**base, move=move, reason=f"{why}; {reason}")
+
+
+def _edge_move(
+    registry: RegisterSpec,
+    evidence: RunEvidence,
+    variant: str,
+    holder: ChampionRecord | None,
+    floors: tuple[str, ...],
+    budget: float,
+) -> tuple[bool, str]:
+    if floors:
+        return False, "below a quality floor: " + "; ".join(floors)
+    if holder is None:
+        return True, "no edge champion yet"
+    if holder.tampered:
+        return True, f"edge champion v{holder.version} failed verification ({holder.reason})"
+    if holder.sha256 == evidence.artifact(variant).sha256:
+        return False, f"identical to edge champion v{holder.version} (same sha256)"
+    rows = {c.bundle.label: c for c in evidence.edge}
+    theirs = rows.get(holder.label)
+    mine = rows[variant].row
+    if theirs is None or theirs.row is None or mine is None:
+        return False, f"edge champion v{holder.version}'s .ort was not timed in this run"
+    peak = theirs.row.peak_rss_increase_mb or 0.0
+    if peak > budget:
+        return True, f"edge champion v{holder.version}'s .ort needs {peak:.1f} MB, over {budget:g}"
+    comparison = compare(mine, theirs.row)
+    if comparison is None:
+        return False, f"no same-run comparison with edge champion v{holder.version}"
+    if comparison.low > 1.0 + registry.speed_margin:
+        return (
+            True,
+            f"faster with one thread than edge champion v{holder.version}: {describe(comparison)}",
+        )
+    return False, f"not faster than edge champion v{holder.version}: {describe(comparison)}"
+
+
 def _profile_note(pick: Pick) -> str:
     """What a decision's reason adds about the runtime profile and noise (nothing by default)."""
     notes = [f"profile {pick.profile}"] if pick.profile != DEFAULT else []
@@ -267,6 +330,8 @@ def propose(
             )
         )
     objective = decisions[0]
+    if recipe.edge is not None:
+        decisions.append(edge_decision(recipe, evidence, floors))
     decisions.append(
         AliasDecision(
             alias=CHALLENGER,

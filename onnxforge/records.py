@@ -234,6 +234,31 @@ class Registration(Record):
     floors: tuple[str, ...] = ()  # why the candidate is below a quality floor
 
 
+class EdgeBundle(Record):
+    """The files of one variant's edge bundle, each with its sha256."""
+
+    variant: str  # the variant it was made from (its parity bar)
+    label: str  # its row name: the variant, or champion-v<N> for the edge champion's file
+    ort_path: str
+    ort_sha256: str
+    ort_size_bytes: int
+    ops_config_path: str
+    ops_config_sha256: str
+    usability: str  # one line: whether NNAPI / CoreML could take part of the graph
+    usability_path: str  # the checker's whole report
+    usability_sha256: str
+    optimization_style: str
+    target_platform: str
+
+
+class EdgeCandidate(Record):
+    """A bundle, its parity against the source, and its single-thread batch-1 row."""
+
+    bundle: EdgeBundle
+    parity: ParityResult
+    row: BenchResult | None = None  # None when parity failed: not timed
+
+
 class BenchContenders(Record):
     """What a provider's rounds time: the passing variants, the verified champions, and the
     training whose checkpoint is the framework baseline (in the baseline provider's rounds)."""
@@ -255,6 +280,7 @@ class RunEvidence(Record):
     parity: tuple[ParityResult, ...]
     bench: tuple[BenchResult, ...]
     champions: tuple[ChampionRecord, ...] = ()
+    edge: tuple[EdgeCandidate, ...] = ()  # recipes with an `edge` section: the bundles
 
     def artifact(self, variant: str) -> ModelArtifact:
         """The artifact of one variant."""

@@ -19,10 +19,10 @@ from typing import Any
 from onnxforge.aliases import MoveNote, all_versions, current_version, move_alias
 from onnxforge.errors import RefusedError
 from onnxforge.metrics import provider_short
-from onnxforge.profiles import RuntimeProfile, deployed_profile
-from onnxforge.promotion import CHALLENGER
+from onnxforge.profiles import DEFAULT, RuntimeProfile, deployed_profile
+from onnxforge.promotion import CHALLENGER, EDGE_ALIAS
 from onnxforge.recipe import BenchmarkSpec, Recipe, RegisterSpec
-from onnxforge.records import AliasDecision, Proposal, Registration, RunEvidence
+from onnxforge.records import AliasDecision, EdgeCandidate, Proposal, Registration, RunEvidence
 from onnxforge.registry import version_tags
 from onnxforge.tracking import RunContext, client
 
@@ -91,12 +91,17 @@ def candidate_tags(
     best = {
         f"best.{provider_short(d.provider)}": d.variant
         for d in decisions
-        if d.variant and d.alias.startswith("champion-")
+        if d.variant and d.alias.startswith("champion-") and d.alias != EDGE_ALIAS
     }
+    edge = {c.bundle.label: c for c in evidence.edge}
     tags_for: dict[str, dict[str, str]] = {}
     for variant in dict.fromkeys(d.variant for d in decisions if d.variant):
-        chosen = {d.provider: d.profile for d in decisions if d.variant == variant}
-        first = next(iter(chosen.values()))
+        chosen = {
+            d.provider: d.profile
+            for d in decisions
+            if d.variant == variant and d.alias != EDGE_ALIAS
+        }
+        first = next(iter(chosen.values()), DEFAULT)
         bench = [  # this variant's rows under the profile each provider chose it with
             r
             for r in evidence.bench
@@ -110,10 +115,12 @@ def candidate_tags(
             bench,
             trained.dataset_hash,
         )
-        tags["provider"] = ",".join(chosen)
+        tags["provider"] = ",".join(chosen) or "CPUExecutionProvider"
         tags["floors"] = "; ".join(floors.get(variant, [])) or "passed"
         tags["checkpoint_sha256"] = trained.checkpoint_sha256
         tags |= profile_tags(recipe.benchmark, chosen) | proposal.deployment_tags
+        if variant in edge:
+            tags |= edge_tags(edge[variant])
         tags_for[variant] = {**tags, **best}
     return tags_for
 
@@ -127,6 +134,26 @@ def profile_tags(spec: BenchmarkSpec, chosen: dict[str, str]) -> dict[str, str]:
         profile = by_name.get(name, RuntimeProfile(name=name))
         stored = deployed_profile(profile, provider, spec.intra_op_threads, spec.inter_op_threads)
         tags[f"profile.{provider_short(provider)}"] = json.dumps(stored, sort_keys=True)
+    return tags
+
+
+def edge_tags(candidate: EdgeCandidate) -> dict[str, str]:
+    """`edge.*`: the version's edge bundle, every file by sha256 (the files are in the run's
+    artifacts under edge/<variant>/), its parity and its single-thread figures."""
+    bundle, row = candidate.bundle, candidate.row
+    tags = {
+        "edge.ort_sha256": bundle.ort_sha256,
+        "edge.ort_size_bytes": str(bundle.ort_size_bytes),
+        "edge.ops_config_sha256": bundle.ops_config_sha256,
+        "edge.usability": bundle.usability,
+        "edge.usability_sha256": bundle.usability_sha256,
+        "edge.optimization_style": bundle.optimization_style,
+        "edge.target_platform": bundle.target_platform,
+        "edge.parity": "passed" if candidate.parity.passed else "failed",
+    }
+    if row is not None and row.status == "ok":
+        tags["edge.p50_ms.1thread.bs1"] = f"{row.p50_ms:.4f}"
+        tags["edge.peak_rss_increase_mb"] = f"{row.peak_rss_increase_mb:.1f}"
     return tags
 
 

@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from onnxforge.data_record import DataRecord
 from onnxforge.metrics import parity_metrics
 from onnxforge.pipeline import check_parity
+from onnxforge.profiles import labelled
 from onnxforge.recipe import Recipe
 from onnxforge.records import ModelArtifact, ParityResult, TrainResult
 from onnxforge.tracking import RunContext, log_metrics
@@ -27,9 +28,12 @@ def validate_parity(
     logger = get_run_logger()
     for result in results:
         if result.passed:
-            logger.info("parity %s: pass (max abs err %.3g)", result.variant, result.max_abs_err)
+            named = labelled(result.variant, result.profile)
+            logger.info("parity %s: pass (max abs err %.3g)", named, result.max_abs_err)
         else:
             logger.warning(
-                "parity %s: FAIL %s", result.variant, [f.message for f in result.failures]
+                "parity %s: FAIL %s",
+                labelled(result.variant, result.profile),
+                [f.message for f in result.failures],
             )
     return results
