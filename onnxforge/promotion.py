@@ -73,7 +73,8 @@ def best_per_provider(
     bench: list[BenchResult],
 ) -> dict[str, Pick]:
     """For each benchmarked provider: the passing (variant, profile) pair with the lowest
-    objective value, decided by intervals (`_by_intervals`)."""
+    objective value. A time is decided by intervals (`_by_intervals`); a file size is exact,
+    so a noisy timing row must not keep the smallest file from winning."""
     passed = {(p.variant, p.profile) for p in parity if p.passed}
     sizes = {a.variant: float(a.size_bytes) for a in artifacts}
     ranked: dict[str, list[tuple[float, BenchResult]]] = defaultdict(list)
@@ -84,7 +85,15 @@ def best_per_provider(
             ranked[row.provider].append((sizes[row.variant], row))
         elif row.batch_size == objective.batch_size:
             ranked[row.provider].append((float(getattr(row, objective.metric)), row))
+    if objective.metric == "size_bytes":
+        return {provider: _smallest(rows) for provider, rows in ranked.items()}
     return {provider: _by_intervals(rows) for provider, rows in ranked.items()}
+
+
+def _smallest(rows: list[tuple[float, BenchResult]]) -> Pick:
+    """The smallest file; between equal sizes, the calm row first (then the stable order)."""
+    value, row = min(rows, key=lambda pair: (pair[0], pair[1].noisy))
+    return Pick(row.variant, row.profile, value)
 
 
 def _by_intervals(rows: list[tuple[float, BenchResult]]) -> Pick:

@@ -119,8 +119,8 @@ def candidate_tags(
         tags["floors"] = "; ".join(floors.get(variant, [])) or "passed"
         tags["checkpoint_sha256"] = trained.checkpoint_sha256
         tags |= profile_tags(recipe.benchmark, chosen) | proposal.deployment_tags
-        if variant in edge:
-            tags |= edge_tags(edge[variant])
+        if variant in edge:  # the bundle's files are in this run's artifacts, named by run id
+            tags |= edge_tags(edge[variant]) | {"edge.run_id": context.run_id}
         tags_for[variant] = {**tags, **best}
     return tags_for
 
@@ -158,18 +158,30 @@ def edge_tags(candidate: EdgeCandidate) -> dict[str, str]:
 
 
 def identical_versions(existing: list[Any], tags_for: dict[str, dict[str, str]]) -> dict[str, Any]:
-    """variant -> a finished version of an earlier run with the same file (sha256) and the same
-    runtime profiles: registering it again would make a twin, so the run re-confirms it."""
+    """variant -> a finished version of an earlier run with the same file (sha256) and no
+    conflicting runtime profile: registering it again would make a twin, so the run re-confirms
+    it. A profile the earlier version does not have yet (it was chosen for another alias) is no
+    conflict: the re-confirmation adds it (deployment_tags_to_add)."""
     found = {}
     for variant, tags in tags_for.items():
         deployed = {k: v for k, v in tags.items() if k.startswith("profile.")}
         for version in sorted(existing, key=lambda v: int(v.version), reverse=True):
             theirs = version.tags
             same = theirs.get("sha256") == tags["sha256"] and theirs.get(STATE) == DONE
-            if same and all(theirs.get(k) == v for k, v in deployed.items()):
+            if same and all(theirs.get(k, v) == v for k, v in deployed.items()):
                 found[variant] = version
                 break
     return found
+
+
+def deployment_tags_to_add(theirs: dict[str, str], tags: dict[str, str]) -> dict[str, str]:
+    """What a re-confirmed version lacks for the aliases this run may move to it: a profile it
+    was not chosen with before, and the edge bundle (with the run that holds its files) if it
+    has none. Nothing it has is overwritten: its own measurements stay its own."""
+    added = {k: v for k, v in tags.items() if k.startswith("profile.") and k not in theirs}
+    if "edge.ort_sha256" not in theirs:
+        added |= {k: v for k, v in tags.items() if k.startswith("edge.")}
+    return added
 
 
 def register_versions(
@@ -214,8 +226,11 @@ def register_versions(
         if variant in twins:  # the same file and profile: re-confirmed, not registered again
             version = str(twins[variant].version)
             versions[variant] = version
-            mlflow_client.set_model_version_tag(name, version, RECONFIRMED, context.run_id)
-            log(f"{name} v{version} ({variant}) re-confirmed: the same sha256 and profile")
+            added = deployment_tags_to_add(twins[variant].tags, tags)
+            for key, value in {**added, RECONFIRMED: context.run_id}.items():
+                mlflow_client.set_model_version_tag(name, version, key, value)
+            note = f", added {', '.join(sorted(added))}" if added else ""
+            log(f"{name} v{version} ({variant}) re-confirmed: the same sha256 and profile{note}")
             continue
         created = mlflow_client.create_model_version(
             name,

@@ -40,7 +40,7 @@ def test_the_registered_profile_is_what_session_from_builds_and_a_rerun_reconfir
         edge.tags["edge.parity"] == "passed"
         and float(edge.tags["edge.peak_rss_increase_mb"]) <= 512
     )
-    run_id = edge.tags["source_run_id"]
+    run_id = edge.tags["edge.run_id"]  # the run whose artifacts hold edge/<variant>/
     files = {a.path for a in client.list_artifacts(run_id, f"edge/{edge.tags['variant']}")}
     ort = next(f for f in files if f.endswith(".ort"))
     local = mlflow.artifacts.download_artifacts(

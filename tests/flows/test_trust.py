@@ -66,7 +66,9 @@ def test_two_runs_registering_at_once_end_with_one_champion(
     prefect_harness: None, mlflow_server, tmp_path: Path
 ) -> None:
     uri, name = mlflow_server.uri, "digits-race"
-    runs = [_cli_run(name, uri, tmp_path / f"home{i}") for i in range(2)]
+    # Different seeds, so two different files: the same file twice would re-confirm one version
+    # (tests/flows/test_deployed.py) instead of racing for the champion alias.
+    runs = [_cli_run(name, uri, tmp_path / f"home{i}", {"train.seed": str(i)}) for i in range(2)]
     outputs = [run.communicate(timeout=900)[0] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
     versions = _versions(uri, name)
@@ -163,9 +165,9 @@ def test_faults_fail_closed_and_a_half_done_version_is_repaired(
         run_id=crashed.info.run_id,
         work_dir=str(tmp_path),
     )
-    tags = {
+    tags = {  # another file: the champion's own sha256 would re-confirm it, not add a version
         "variant": first.variant,
-        "sha256": _versions(uri, name)[first.version]["sha256"],
+        "sha256": "0" * 64,
         "source_run_id": crashed.info.run_id,
     }
     half_done = register_versions(
@@ -196,9 +198,15 @@ def test_faults_fail_closed_and_a_half_done_version_is_repaired(
 
 
 def third_run_id(uri: str, name: str) -> str:
-    """The source run of the newest version: the run that did the repair."""
-    newest = max(_versions(uri, name).items(), key=lambda item: int(item[0]))
-    return newest[1]["source_run_id"]
+    """The newest MLflow run of the model's experiment: the run that did the repair (it may
+    have registered nothing new, re-confirming the champion's identical file)."""
+    client = _client(uri)
+    any_version = next(iter(_versions(uri, name).values()))
+    experiment = client.get_run(any_version["source_run_id"]).info.experiment_id
+    (newest,) = client.search_runs(
+        [experiment], order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return newest.info.run_id
 
 
 def test_the_registry_lock_admits_one_run_at_a_time(prefect_harness: None) -> None:

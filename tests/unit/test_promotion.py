@@ -256,3 +256,16 @@ def test_a_size_objective_compares_file_sizes(digits_recipe, metric: str) -> Non
         recipe.registry, CPU, Candidate(artifact(size=100), passed()), champion(), []
     )
     assert move and reason.startswith("smaller than champion v3")
+
+
+def test_the_smallest_file_wins_the_size_objective_however_noisy_its_timing(digits_recipe) -> None:
+    from onnxforge.promotion import best_per_provider
+    from onnxforge.recipe import Objective
+
+    calm = (1.2, 1.21, 1.19, 1.2, 1.22, 1.18)
+    bench = [row("simplified", "run", calm), row("int8-dynamic", "run", SWINGING, noisy=True)]
+    parity = [passed("simplified"), passed("int8-dynamic")]
+    artifacts = [artifact("simplified", size=400), artifact("int8-dynamic", size=100)]
+    size = Objective(metric="size_bytes")
+    pick = best_per_provider(size, artifacts, parity, bench)[CPU]
+    assert (pick.variant, pick.value, pick.note) == ("int8-dynamic", 100.0, "")
