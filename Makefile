@@ -70,8 +70,8 @@ stop-stack:  ## stop what `make stack` started (servers, then the PostgreSQL clu
 serve: $(STAMP)  ## serve every recipe's nightly deployment (needs `make server`'s exports)
 	$(BIN)/python deployments/serve.py
 
-deploy: $(STAMP)  ## register the same deployments on the process work pool $(POOL) (POOL_LIMIT=N: its concurrency limit; a new pool gets 2)
-	$(BIN)/python deployments/deploy.py --pool $(POOL) $(if $(POOL_LIMIT),--concurrency-limit $(POOL_LIMIT))
+deploy: $(STAMP)  ## register the same deployments on the process work pool $(POOL) (POOL_LIMIT=N: its concurrency limit, a new pool gets 2; LOCK_POOL=1: lock an open pool's job template)
+	$(BIN)/python deployments/deploy.py --pool $(POOL) $(if $(POOL_LIMIT),--concurrency-limit $(POOL_LIMIT)) $(if $(LOCK_POOL),--lock-pool)
 
 worker: $(STAMP)  ## run the work pool's flow runs from this checkout
 	$(BIN)/prefect worker start --pool $(POOL)

@@ -105,7 +105,8 @@ def ensure_process_pool(
                 f"work pool {name} lets a flow run's job variables through to its workers "
                 f"({', '.join(opened)}), so whoever holds the Prefect auth string could run a "
                 "command or switch on ONNXFORGE_TRUSTED_OVERRIDES there; run again with "
-                "--lock-pool to replace its base job template with one that passes none"
+                "--lock-pool (make deploy LOCK_POOL=1) to replace its base job template with one that "
+                "passes none"
             )
         update = {}
         if opened:

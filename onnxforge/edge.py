@@ -49,7 +49,6 @@ import numpy as np
 from onnxforge.data_record import DataRecord
 from onnxforge.errors import StageError
 from onnxforge.onnx_files import sha256_of
-from onnxforge.promotion import EDGE_ALIAS
 from onnxforge.recipe import BenchmarkSpec, EdgeSpec, Recipe
 from onnxforge.records import (
     BenchContenders,
@@ -63,6 +62,7 @@ from onnxforge.records import (
 from onnxforge.variants import VARIANTS
 
 CPU = "CPUExecutionProvider"
+EDGE_ALIAS = "champion-edge"  # the alias of the fastest one-thread .ort within the budget
 EDGE_PROFILE = "edge"  # the name its rows and parity result carry: a .ort file, one thread
 TOOLS_TIMEOUT_S = 900  # conversion plus usability check of one file
 MARKER = "@@onnxforge-edge "  # prefixes the tools process's reply: library prints are not one

@@ -10,6 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from onnxforge.edge import EDGE_ALIAS, choose_edge
 from onnxforge.metrics import objective_key, provider_short
 from onnxforge.profiles import DEFAULT, labelled
 from onnxforge.recipe import Objective, Recipe, RegisterSpec
@@ -24,7 +25,6 @@ from onnxforge.records import (
 from onnxforge.rounds import compare, describe
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-EDGE_ALIAS = "champion-edge"
 
 
 @dataclass(frozen=True)
@@ -249,8 +249,6 @@ def edge_decision(
     """champion-edge: the fastest single-thread .ort within the memory budget (onnxforge.edge);
     it replaces the holder only when the holder's own .ort, timed in the same rounds, is slower
     by the speed margin with the whole interval, or no longer fits the budget."""
-    from onnxforge.edge import choose_edge
-
     holder = next((c for c in evidence.champions if EDGE_ALIAS in c.aliases), None)
     budget = recipe.edge.memory_budget_mb  # type: ignore[union-attr]
     variant, reason = choose_edge(list(evidence.edge), budget)

@@ -621,6 +621,8 @@ def _schema_default(field: str) -> Any:
     *sections, leaf = field.split(".")
     for part in sections:
         model = next(f for n, f in model.model_fields.items() if part in (n, f.alias)).annotation
+        # an optional section (`edge: EdgeSpec | None`): the section's own schema
+        model = next((a for a in getattr(model, "__args__", ()) if a is not type(None)), model)
     return model.model_fields[leaf].get_default(call_default_factory=True)
 
 

@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from onnxforge.aliases import MoveNote, all_versions, current_version, move_alias
+from onnxforge.edge import EDGE_ALIAS
 from onnxforge.errors import RefusedError
 from onnxforge.metrics import provider_short
 from onnxforge.profiles import DEFAULT, RuntimeProfile, deployed_profile
-from onnxforge.promotion import CHALLENGER, EDGE_ALIAS
+from onnxforge.promotion import CHALLENGER
 from onnxforge.recipe import BenchmarkSpec, Recipe, RegisterSpec
 from onnxforge.records import AliasDecision, EdgeCandidate, Proposal, Registration, RunEvidence
 from onnxforge.registry import version_tags

@@ -37,6 +37,7 @@ PROMOTION_BAR = {
     "register.regression_margin": LOWER,  # how much slower than champion the candidate may be
     "register.speed_margin": HIGHER,  # how much faster it must be to move champion on speed
     "parity.accuracy_drop_budget": LOWER,  # accuracy a variant may lose to its source model
+    "edge.memory_budget_mb": LOWER,  # peak memory a champion-edge file may need
 }
 # Every variant's effective tolerance (its registered default merged with the recipe's fields):
 # parity.tolerances.<variant>.<field>.

@@ -57,7 +57,7 @@ class ImportedModuleConfig(ArchitectureConfig):
 
     def check_source(self, model_spec: ModelSpec) -> None:
         """The import path resolves, inside the allow-list, to something callable."""
-        from onnxforge.adapters.pytorch import import_object
+        from onnxforge.adapters.import_paths import import_object
 
         architecture = str(model_spec.architecture)
         try:
@@ -98,7 +98,7 @@ class HFSequenceClassifierConfig(ArchitectureConfig):
         """The `transformers` extra, and a config or a local safetensors folder."""
         from onnxforge.adapters.hf_models import check_kwargs
 
-        check_kwargs(model_spec.kwargs)
+        check_kwargs(model_spec.kwargs, self.name)
 
     def check_inputs(self, model: Any, features: Features) -> None:
         """Token ids the embedding has a row for."""

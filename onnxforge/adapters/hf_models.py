@@ -21,8 +21,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from onnxforge.adapters.architectures import HF_SEQUENCE_CLASSIFIER as ARCHITECTURE
-
 _MISSING = (
     "model.architecture: hf_sequence_classifier needs the `transformers` extra "
     "(pip install 'onnxforge[transformers]')"
@@ -67,12 +65,12 @@ def _transformers() -> Any:
     return transformers
 
 
-def check_kwargs(kwargs: dict[str, Any]) -> None:
+def check_kwargs(kwargs: dict[str, Any], architecture: str = "hf_sequence_classifier") -> None:
     """Refuse a recipe's kwargs before any work: exactly one of model_type / pretrained, a config
     `transformers` accepts, a folder with config.json and safetensors weights."""
     if ("model_type" in kwargs) == ("pretrained" in kwargs):
         raise ValueError(
-            f"model.kwargs: {ARCHITECTURE} needs exactly one of model_type (e.g. bert, with the "
+            f"model.kwargs: {architecture} needs exactly one of model_type (e.g. bert, with the "
             "config's fields beside it) or pretrained (a local folder written by save_pretrained)"
         )
     attention = kwargs.get("attn_implementation", "eager")

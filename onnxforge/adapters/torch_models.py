@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from onnxforge.adapters.hf_models import ARCHITECTURE, hf_sequence_classifier
+from onnxforge.adapters.architectures import HF_SEQUENCE_CLASSIFIER
+from onnxforge.adapters.hf_models import hf_sequence_classifier
 
 
 class SmallCNN(nn.Module):
@@ -103,5 +104,5 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "token_transformer": token_transformer,
     # imports `transformers` only when built (the optional extra)
-    ARCHITECTURE: hf_sequence_classifier,
+    HF_SEQUENCE_CLASSIFIER: hf_sequence_classifier,
 }

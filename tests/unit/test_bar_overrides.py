@@ -172,6 +172,23 @@ def test_an_optional_floor_may_be_added_or_raised_never_removed(tmp_path: Path) 
         load_recipe(floored, {"register.min_accuracy": 0.5})
 
 
+def test_the_edge_memory_budget_may_only_shrink(tmp_path: Path) -> None:
+    """champion-edge's bar: a file over the budget never becomes the edge champion."""
+    edged = write_recipe(tmp_path, {"edge": {"memory_budget_mb": 64}})
+    assert load_recipe(edged, {"edge.memory_budget_mb": "32"}).edge.memory_budget_mb == 32
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(edged, {"edge.memory_budget_mb": "100000"})
+    assert str(caught.value) == (
+        f"{edged}: override edge.memory_budget_mb: overrides may only tighten "
+        "edge.memory_budget_mb (the recipe has 64, the override gives 100000; allowed: 64 or "
+        f"lower); {OPT_IN}"
+    )
+    # a recipe without an edge target: the schema's default (256 MB) is the bar an added one meets
+    assert load_recipe(DEFAULT_RECIPE, {"edge": "{memory_budget_mb: 128}"}).edge is not None
+    with pytest.raises(RecipeError, match="the recipe has 256.0, the override gives 4096"):
+        load_recipe(DEFAULT_RECIPE, {"edge": "{memory_budget_mb: 4096}"})
+
+
 def test_a_relative_tolerance_may_be_added_never_removed(tmp_path: Path) -> None:
     assert load_recipe(DEFAULT_RECIPE, {"parity.tolerances.fp16.rtol": 0.1}).tolerance(
         "fp16"

@@ -140,3 +140,65 @@ def test_no_module_outside_the_adapters_branches_on_a_framework_or_architecture(
 )
 def test_the_layer_check_sees_each_way_of_branching_on_a_name(code: str) -> None:
     assert _branches_on_names(ast.parse(code), _registered_names())
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """onnxforge module -> the onnxforge modules it imports at run time, function-level imports
+    included (they hide a cycle, they do not remove it); `if TYPE_CHECKING:` blocks excluded.
+    The checked-in graph had one: edge imported promotion's alias name while promotion imported
+    edge's choice inside a function."""
+    modules = {}
+    for path in (REPO / "onnxforge").rglob("*.py"):
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        typing_only = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for inner in ast.walk(node)
+        }
+        targets = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+        # A module's own parent packages are loaded before it in any case: not an edge.
+        graph[name] = {
+            t for t in targets if t in modules and t != name and not name.startswith(t + ".")
+        }
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle (module names, closed), or [] when there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> list[str]:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                return path[path.index(target) :] + [target]
+            if target not in state and (found := visit(target, [*path, target])):
+                return found
+        state[module] = 2
+        return []
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module, [module])):
+            return found
+    return []
+
+
+def test_the_core_has_no_import_cycle() -> None:
+    assert _cycle(_module_graph()) == []
+
+
+def test_the_cycle_check_finds_one() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycle(graph) == ["a", "b", "c", "a"]
