@@ -14,29 +14,9 @@ import numpy as np
 import pytest
 
 from onnxforge.onnx_files import sha256_of
+from tests.integration.test_consumer import _write_onnx  # the same MatMul + Softmax file
 
 CPU = "CPUExecutionProvider"
-
-
-def _write_onnx(path: Path, seed: int = 0) -> None:
-    """MatMul + Softmax, 4 features -> 3 classes (iris-shaped)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weights = np.random.default_rng(seed).standard_normal((4, 3)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "w"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
-        ],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3])],
-        initializer=[numpy_helper.from_array(weights, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.save(model, path)
 
 
 def _profile(**settings: Any) -> dict:
@@ -111,7 +91,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) ->
         patch.setenv("ONNXFORGE_HOME", str(tmp / "state"))
         patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         path = tmp / "tiny.onnx"
-        _write_onnx(path)
+        _write_onnx(path, seed=0)
         name = "iris-tiny"
         old = _register(uri, name, path, {"provider": CPU})
         dataset = SklearnDataset(source="sklearn", name="iris", scale=8.0)
